@@ -1,0 +1,151 @@
+"""Denoising autoencoder architectures, built by name from a small config.
+
+Every model maps a grayscale page in [0, 1] (shape B×1×H×W) to its clean version and is strictly local:
+only convolutions and fixed resamplings, no normalisation statistics, no global pooling. Each one states
+`receptive_radius` (how far, in input pixels, an output pixel can see) and `size_multiple` (H and W must be
+multiples of it), which is all the tiler needs to cut a page into tiles whose stitched result is exact.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def _conv(c_in: int, c_out: int, k: int = 3, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(c_in, c_out, k, stride=stride, padding=k // 2)
+
+
+def _act() -> nn.Module:
+    return nn.LeakyReLU(0.1, inplace=True)
+
+
+def _block(c_in: int, c_out: int, convs: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(convs):
+        layers += [_conv(c_in if i == 0 else c_out, c_out), _act()]
+    return nn.Sequential(*layers)
+
+
+class UNet(nn.Module):
+    """U-Net denoiser: pixel-unshuffle stem, strided-conv encoder, bottleneck, transposed-conv decoder
+    with skip connections, pixel-shuffle head.
+
+    The stem folds `unshuffle`×`unshuffle` pixels into channels so most work runs at reduced resolution;
+    `widths` gives the channel count of each level (the last one is the bottleneck); `convs` is the
+    number of 3×3 convolutions per block.
+    """
+
+    arch = "unet"
+
+    def __init__(self, widths: list[int] | tuple[int, ...] = (32, 64, 128), unshuffle: int = 2, convs: int = 2):
+        super().__init__()
+        if len(widths) < 1 or unshuffle < 1 or convs < 1:
+            raise ValueError("unet needs at least one width, unshuffle >= 1 and convs >= 1")
+        self.config = {"arch": self.arch, "widths": list(widths), "unshuffle": unshuffle, "convs": convs}
+        self.unshuffle = unshuffle
+        w = list(widths)
+        self.stem = _block(unshuffle * unshuffle, w[0], convs)
+        self.down = nn.ModuleList(_conv(w[i], w[i + 1], 3, stride=2) for i in range(len(w) - 1))
+        self.enc = nn.ModuleList(_block(w[i + 1], w[i + 1], convs) for i in range(len(w) - 1))
+        self.up = nn.ModuleList(nn.ConvTranspose2d(w[i + 1], w[i], 2, stride=2) for i in range(len(w) - 1))
+        self.dec = nn.ModuleList(_block(2 * w[i], w[i], convs) for i in range(len(w) - 1))
+        self.head = nn.Conv2d(w[0], unshuffle * unshuffle, 1)
+
+    @property
+    def size_multiple(self) -> int:
+        return self.unshuffle * 2 ** len(self.down)
+
+    @property
+    def receptive_radius(self) -> int:
+        """An upper bound, in input pixels, on how far from an output pixel its inputs can lie."""
+        convs = self.config["convs"]
+        scale, radius = self.unshuffle, self.unshuffle  # the unshuffle cell itself
+        radius += convs * scale  # stem block
+        for _ in self.down:
+            radius += scale  # the strided conv reads one neighbour at the finer scale
+            scale *= 2
+            radius += convs * scale + scale  # the block, plus the coarser cell's own extent
+        for _ in self.up:
+            scale //= 2
+            radius += scale + convs * scale  # transposed-conv cell, then the decoder block
+        return radius + self.unshuffle
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.stem(F.pixel_unshuffle(x - 0.5, self.unshuffle))
+        skips = []
+        for down, enc in zip(self.down, self.enc):
+            skips.append(h)
+            h = enc(F.leaky_relu(down(h), 0.1))
+        for up, dec, skip in zip(reversed(self.up), reversed(self.dec), reversed(skips)):
+            h = dec(torch.cat([F.leaky_relu(up(h), 0.1), skip], dim=1))
+        return F.pixel_shuffle(self.head(h), self.unshuffle)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.logits(x))
+
+
+class ConvDAE(nn.Module):
+    """The classic convolutional denoising autoencoder: strided-conv encoder down to a bottleneck and a
+    transposed-conv decoder back up, with no skip connections. A baseline and a teaching model."""
+
+    arch = "dae"
+
+    def __init__(self, widths: list[int] | tuple[int, ...] = (32, 64), convs: int = 1):
+        super().__init__()
+        if len(widths) < 1 or convs < 1:
+            raise ValueError("dae needs at least one width and convs >= 1")
+        self.config = {"arch": self.arch, "widths": list(widths), "convs": convs}
+        w = [1] + list(widths)
+        self.encoder = nn.Sequential(
+            *[nn.Sequential(_conv(w[i], w[i + 1], 3, stride=2), _act(), *_block(w[i + 1], w[i + 1], convs - 1))
+              for i in range(len(w) - 1)]
+        )
+        self.decoder = nn.Sequential(
+            *[nn.Sequential(nn.ConvTranspose2d(w[i + 1], w[i + 1], 2, stride=2), _act(), *_block(w[i + 1], w[i], 1))
+              for i in reversed(range(1, len(w) - 1))],
+            nn.ConvTranspose2d(w[1], w[1], 2, stride=2), _act(), _conv(w[1], 1),
+        )
+
+    @property
+    def size_multiple(self) -> int:
+        return 2 ** (len(self.config["widths"]))
+
+    @property
+    def receptive_radius(self) -> int:
+        convs, levels = self.config["convs"], len(self.config["widths"])
+        radius, scale = 0, 1
+        for _ in range(levels):
+            radius += scale  # strided conv
+            scale *= 2
+            radius += (convs - 1) * scale + scale
+        for _ in range(levels):
+            scale //= 2
+            radius += 2 * scale  # transposed conv cell, then one conv at that scale
+        return radius + 1
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x - 0.5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.logits(x))
+
+
+ARCHITECTURES: dict[str, type[nn.Module]] = {UNet.arch: UNet, ConvDAE.arch: ConvDAE}
+
+
+def build_model(config: dict) -> nn.Module:
+    """Rebuild a model from its config: {"arch": name, **constructor arguments}."""
+    config = dict(config)
+    name = config.pop("arch", None)
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {name!r} (known: {', '.join(sorted(ARCHITECTURES))})")
+    try:
+        return ARCHITECTURES[name](**config)
+    except TypeError as exc:
+        raise ValueError(f"bad settings for architecture {name!r}: {exc}") from None
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
