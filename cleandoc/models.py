@@ -13,12 +13,22 @@ from torch import nn
 from torch.nn import functional as F
 
 
+INPUT_SKIP_GAIN = 6.0
+
+
 def _conv(c_in: int, c_out: int, k: int = 3, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(c_in, c_out, k, stride=stride, padding=k // 2)
 
 
 def _act() -> nn.Module:
     return nn.LeakyReLU(0.1, inplace=True)
+
+
+def _input_logits(x: torch.Tensor) -> torch.Tensor:
+    """The input page as logits, added to the network's output: at initialisation the model is close to the
+    identity (a mild contrast stretch), so training starts from "do nothing" instead of having to learn it
+    through a saturating sigmoid, which can collapse to an all-white page."""
+    return INPUT_SKIP_GAIN * (x - 0.5)
 
 
 def _block(c_in: int, c_out: int, convs: int) -> nn.Sequential:
@@ -80,7 +90,7 @@ class UNet(nn.Module):
             h = enc(F.leaky_relu(down(h), 0.1))
         for up, dec, skip in zip(reversed(self.up), reversed(self.dec), reversed(skips)):
             h = dec(torch.cat([F.leaky_relu(up(h), 0.1), skip], dim=1))
-        return F.pixel_shuffle(self.head(h), self.unshuffle)
+        return F.pixel_shuffle(self.head(h), self.unshuffle) + _input_logits(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.logits(x))
@@ -88,7 +98,8 @@ class UNet(nn.Module):
 
 class ConvDAE(nn.Module):
     """The classic convolutional denoising autoencoder: strided-conv encoder down to a bottleneck and a
-    transposed-conv decoder back up, with no skip connections. A baseline and a teaching model."""
+    transposed-conv decoder back up, with no encoder-decoder skip connections (only the input-logit skip every
+    model has). A baseline and a teaching model."""
 
     arch = "dae"
 
@@ -126,7 +137,7 @@ class ConvDAE(nn.Module):
         return radius + 1
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.encoder(x - 0.5))
+        return self.decoder(self.encoder(x - 0.5)) + _input_logits(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.logits(x))

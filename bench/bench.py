@@ -1,0 +1,125 @@
+"""Quality and CPU speed of a model, next to doing nothing, printed as a Markdown table.
+
+    python bench/bench.py [--model M] [--data ../shared/data/noisyoffice-kaggle] [--repeats 3]
+
+Quality: pooled RMSE, mean PSNR and SSIM on the validation page groups of the shared NoisyOffice pairs, split
+exactly as the model's training run split them (fraction and seed from the model file); skipped when the data
+is absent. Speed: seconds to clean one A4 page at 300 dpi (2480×3508), model only and end to end (read PNG,
+clean, write PNG), median of --repeats runs in this process, on this machine's CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from cleandoc.clean import CleanOptions, clean_page
+from cleandoc.data import find_pairs, load_pairs, page_groups, split_by_group
+from cleandoc.evaluate import evaluate
+from cleandoc.files import Job
+from cleandoc.models import count_parameters
+from cleandoc.store import load_model
+from cleandoc.tiling import run
+
+A4_300DPI = (3508, 2480)  # height, width
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "noisyoffice-kaggle"
+
+
+def a4_page(data: Path) -> np.ndarray:
+    """An A4 page made by tiling real dirty pages when the data is there, else a synthetic text-like page."""
+    dirty = sorted((data / "train").glob("*.png"))
+    height, width = A4_300DPI
+    if dirty:
+        tiles = [cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in dirty[:12]]
+        rows = [np.hstack([tiles[(r * 5 + c) % len(tiles)][:258] for c in range(5)]) for r in range(14)]
+        return (np.vstack(rows)[:height, :width].astype(np.float32) / 255)
+    rng = np.random.default_rng(0)
+    page = np.full((height, width), 0.9, np.float32)
+    for y in range(200, height - 200, 60):
+        for x in range(200, width - 200, 40):
+            if rng.random() < 0.8:
+                page[y:y + 30, x:x + 25] = rng.uniform(0.1, 0.3)
+    return page
+
+
+def quality(model: torch.nn.Module, data: Path) -> list[tuple[str, str, str]]:
+    options = model.info.get("options", {})
+    fraction = float(model.info.get("data", {}).get("val_fraction", 0.2))
+    seed = int(options.get("seed", 0))
+    pairs = find_pairs(data / "train", data / "train_cleaned")
+    groups = page_groups([clean for _, clean in load_pairs(pairs)])
+    _, val = split_by_group(groups, fraction, seed)
+    report, _ = evaluate([pairs[i] for i in val], model, torch.device("cpu"))
+    n_groups = len({groups[i] for i in val})
+    where = f"validation split: {len(val)} pages, {n_groups} page groups never trained on (fraction {fraction}, seed {seed})"
+    return [
+        ("pooled RMSE (lower is better)", f"{report.input_rmse:.4f}", f"{report.rmse:.4f}"),
+        ("mean PSNR, dB", f"{report.mean('input_psnr'):.2f}", f"{report.mean('psnr'):.2f}"),
+        ("mean SSIM", f"{report.mean('input_ssim'):.4f}", f"{report.mean('ssim'):.4f}"),
+        (where, "", ""),
+    ]
+
+
+def speed(model: torch.nn.Module, page: np.ndarray, repeats: int) -> list[tuple[str, str, str]]:
+    run(model, page[:512, :512])  # warm-up
+    model_times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run(model, page)
+        model_times.append(time.perf_counter() - started)
+    with tempfile.TemporaryDirectory() as folder:
+        source = Path(folder) / "a4.png"
+        cv2.imwrite(str(source), np.rint(page * 255).astype(np.uint8))
+        end_to_end = []
+        for i in range(repeats):
+            job = Job(source, Path(folder) / f"out{i}.png")
+            started = time.perf_counter()
+            result = clean_page(job, model, CleanOptions(), torch.device("cpu"))
+            end_to_end.append(time.perf_counter() - started)
+            assert result.status == "cleaned", result.reason
+        started = time.perf_counter()
+        cv2.imwrite(str(Path(folder) / "copy.png"), cv2.imread(str(source), cv2.IMREAD_GRAYSCALE))
+        io_only = time.perf_counter() - started
+    return [
+        ("CPU s per A4 300-dpi page, model only", "0", f"{statistics.median(model_times):.2f}"),
+        ("CPU s per A4 300-dpi page, read + clean + write PNG", f"{io_only:.2f}", f"{statistics.median(end_to_end):.2f}"),
+    ]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=None, help="model file (default: the shipped model)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="NoisyOffice Kaggle folder")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    model = load_model(args.model)
+    print(f"model: {model.source} ({model.config['arch']}, {count_parameters(model):,} parameters, "
+          f"receptive radius {model.receptive_radius} px)")
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"torch {torch.__version__} with {torch.get_num_threads()} threads")
+    rows = []
+    if (args.data / "train").is_dir():
+        rows += quality(model, args.data)
+    else:
+        print(f"(quality skipped: no data at {args.data})")
+    rows += speed(model, a4_page(args.data), args.repeats)
+    print()
+    print("| figure | do nothing | cleandoc |")
+    print("|---|---:|---:|")
+    for name, baseline, ours in rows:
+        print(f"| {name} | {baseline} | {ours} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

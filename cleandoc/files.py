@@ -1,0 +1,171 @@
+"""Turn the user's inputs (files, folders, glob patterns) into a fixed, sorted list of jobs.
+
+The list depends only on the inputs, never on the machine, so several machines given the same inputs
+and different `--shard K/N` split the work without talking to each other. Problems (a missing path, two
+pages that would get the same output name, an output that would overwrite an input) are collected
+rather than raised, so the CLI can report them all at once and still clean everything else.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"})  # compared lower-cased
+GLOB_CHARACTERS = "*?["
+SHARD_RULE = "shard must be K/N with 1 <= K <= N"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One page to clean: the input file as found (not resolved) and where its clean version goes."""
+
+    source: Path
+    output: Path
+
+
+@dataclass
+class Plan:
+    """The jobs of this shard, plus every problem found while looking for them."""
+
+    jobs: list[Job]
+    problems: list[tuple[str, str]]  # (what the user typed or the file, one-line reason)
+    total_before_shard: int
+
+
+def plan_jobs(
+    inputs: list[str],
+    outdir: Path,
+    extension: str = ".png",
+    recursive: bool = False,
+    shard: tuple[int, int] | None = None,
+) -> Plan:
+    """Expand `inputs` into jobs writing to `outdir`, sorted by output path, keeping shard K of N round-robin.
+
+    Problems are reported in every shard: they are few, and each machine's user should see them.
+    """
+    if shard is not None and not 1 <= shard[0] <= shard[1]:
+        raise ValueError(f"{SHARD_RULE}, got '{shard[0]}/{shard[1]}'")
+    outdir_resolved = outdir.resolve()
+    problems: list[tuple[str, str]] = []
+    found: list[tuple[Path, Path]] = []  # (source, output path relative to outdir)
+    for text in inputs:
+        found += _expand_input(text, recursive, outdir_resolved, problems)
+
+    # Sorting before deduplicating makes "the first" independent of the order the inputs were typed in.
+    candidates = sorted(
+        ((source, outdir / relative.with_suffix(extension)) for source, relative in found),
+        key=lambda candidate: (candidate[1].as_posix(), candidate[0].as_posix()),
+    )
+    input_by_resolved: dict[Path, Path] = {}
+    for source, _ in candidates:
+        input_by_resolved.setdefault(source.resolve(), source)
+
+    jobs: list[Job] = []
+    seen_sources: set[Path] = set()
+    first_source_by_output: dict[Path, Path] = {}
+    for source, output in candidates:
+        source_resolved = source.resolve()
+        if source_resolved in seen_sources:
+            continue
+        seen_sources.add(source_resolved)
+        output_resolved = output.resolve()
+        overwritten = input_by_resolved.get(output_resolved)
+        if overwritten is not None:
+            other = "" if output_resolved == source_resolved else f" {overwritten}"
+            problems.append((str(source), f"output would overwrite the input{other}"))
+            continue
+        if output in first_source_by_output:
+            first_source = first_source_by_output[output]
+            reason = f"output name clashes with {first_source}; clean it in a separate run or rename it"
+            problems.append((str(source), reason))
+            continue
+        first_source_by_output[output] = source
+        jobs.append(Job(source, output))
+
+    kept = jobs if shard is None else jobs[shard[0] - 1 :: shard[1]]
+    return Plan(jobs=kept, problems=problems, total_before_shard=len(jobs))
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """Read '--shard K/N' into (K, N); anything else raises ValueError with a one-line message."""
+    match = re.fullmatch(r"(\d+)/(\d+)", text.strip(), re.ASCII)
+    if not match or not 1 <= int(match[1]) <= int(match[2]):
+        raise ValueError(f"{SHARD_RULE}, got {text!r}")
+    return int(match[1]), int(match[2])
+
+
+def _expand_input(
+    text: str, recursive: bool, outdir_resolved: Path, problems: list[tuple[str, str]]
+) -> list[tuple[Path, Path]]:
+    """(source, relative output path) pairs for one input; an existing path wins over reading it as a pattern."""
+    path = Path(text)
+    if path.exists():
+        return _expand_path(path, recursive, outdir_resolved, problems)
+    if not any(character in text for character in GLOB_CHARACTERS):
+        problems.append((text, "no such file or folder"))
+        return []
+    matches = sorted(glob.glob(text, recursive=True))
+    if not matches:
+        problems.append((text, "no files match"))
+        return []
+    found: list[tuple[Path, Path]] = []
+    for match in matches:
+        found += _expand_path(Path(match), recursive, outdir_resolved, problems)
+    return found
+
+
+def _expand_path(
+    path: Path, recursive: bool, outdir_resolved: Path, problems: list[tuple[str, str]]
+) -> list[tuple[Path, Path]]:
+    """A named file is taken whatever its extension (the decoder judges it); a folder is scanned for images."""
+    if not path.is_dir():
+        return [(path, Path(path.name))]
+    # Skip outdir so a second run does not clean the first run's outputs, unless the folder itself lies
+    # in outdir (e.g. `-o .`): then everything would be skipped, and the overwrite check is enough.
+    inside_outdir = path.resolve().is_relative_to(outdir_resolved)
+    images = _folder_images(path, recursive, None if inside_outdir else outdir_resolved)
+    if not images:
+        problems.append((str(path), _empty_folder_reason(path, recursive)))
+    return images
+
+
+def _folder_images(folder: Path, recursive: bool, excluded: Path | None) -> list[tuple[Path, Path]]:
+    """Image files in `folder` (and its subfolders if recursive) with their path relative to it.
+
+    Symlinked folders are not entered (followlinks=False), so a link to a parent cannot loop forever;
+    symlinked files are taken.
+    """
+    images: list[tuple[Path, Path]] = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        directory = Path(dirpath)
+        if recursive:
+            dirnames[:] = [
+                name for name in dirnames if not name.startswith(".") and not _is_under(directory / name, excluded)
+            ]
+        else:
+            dirnames.clear()
+        for name in filenames:
+            path = directory / name
+            if _is_image(path) and not _is_under(path, excluded):
+                images.append((path, path.relative_to(folder)))
+    return images
+
+
+def _is_image(path: Path) -> bool:
+    """By name only: the decoder judges the content. Hidden files and non-regular files are not pages."""
+    return not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
+
+
+def _is_under(path: Path, folder: Path | None) -> bool:
+    return folder is not None and path.resolve().is_relative_to(folder)
+
+
+def _empty_folder_reason(folder: Path, recursive: bool) -> str:
+    has_subfolders = any(entry.is_dir() and not entry.name.startswith(".") for entry in folder.iterdir())
+    if has_subfolders and not recursive:
+        return "no images found (use --recursive for subfolders)"
+    return "no images found"

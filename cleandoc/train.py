@@ -1,0 +1,186 @@
+"""The training loop: random patches, AdamW with warm-up and cosine decay, validation on whole pages each
+epoch, the best model kept, and an atomic checkpoint every epoch that `resume` continues from."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from . import __version__
+from .data import PatchSampler, find_pairs, load_pairs, page_groups, split_by_group
+from .metrics import squared_error
+from .models import build_model, count_parameters
+from .store import load_checkpoint, load_model, save_checkpoint, save_model
+from .tiling import pick_device, run_whole
+
+LOSSES = ("mse", "l1", "bce")
+
+
+@dataclass
+class TrainOptions:
+    model: dict = field(default_factory=lambda: {"arch": "unet", "widths": [32, 64, 128], "unshuffle": 2, "convs": 2})
+    epochs: int = 40
+    patch_size: int = 128
+    patches_per_epoch: int = 2048
+    batch_size: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    loss: str = "mse"
+    patience: int = 10  # epochs without a better validation RMSE before stopping early; 0 never stops
+    seed: int = 0
+
+
+class TrainingError(Exception):
+    """An expected failure of a training run (bad options, nothing to resume, diverged loss)."""
+
+
+def checkpoint_path(out: Path) -> Path:
+    """Where a run writing `out` keeps its resumable checkpoint."""
+    return out.with_name(out.name.removesuffix(".safetensors") + ".ckpt.safetensors")
+
+
+def pooled_rmse(model: torch.nn.Module, pages: list[tuple[np.ndarray, np.ndarray]], device: torch.device) -> float:
+    """RMSE over every pixel of every page (the Kaggle metric)."""
+    model.eval()
+    squared = sum(squared_error(run_whole(model, dirty, device), clean) for dirty, clean in pages)
+    return math.sqrt(squared / sum(clean.size for _, clean in pages))
+
+
+def _loss(model: torch.nn.Module, dirty: torch.Tensor, clean: torch.Tensor, kind: str) -> torch.Tensor:
+    logits = model.logits(dirty).float()
+    if kind == "bce":
+        return F.binary_cross_entropy_with_logits(logits, clean)
+    if kind == "l1":
+        return F.l1_loss(torch.sigmoid(logits), clean)
+    return F.mse_loss(torch.sigmoid(logits), clean)
+
+
+def _learning_rate(options: TrainOptions, step: int, total: int) -> float:
+    """Linear warm-up over the first 5% of steps, then cosine decay to 2% of the peak."""
+    warmup = max(1, total // 20)
+    if step < warmup:
+        return options.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return options.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train(train_pages: list[tuple[np.ndarray, np.ndarray]], val_pages: list[tuple[np.ndarray, np.ndarray]],
+          out: str | Path, options: TrainOptions, *, init: str | Path | None = None, resume: bool = False,
+          device: str = "auto", provenance: dict | None = None,
+          on_progress: Callable[[dict], None] | None = None) -> dict:
+    """Train and write the best model (by validation RMSE) to `out`; return the final training state.
+
+    on_progress receives {"event": "step", ...} after each step and {"event": "epoch", ...} after each epoch.
+    """
+    out = Path(out)
+    ckpt = checkpoint_path(out)
+    dev = pick_device(device)
+    if options.loss not in LOSSES:
+        raise TrainingError(f"unknown loss {options.loss!r} (choose from {', '.join(LOSSES)})")
+    if resume:
+        if not ckpt.exists():
+            raise TrainingError(f"{ckpt}: no checkpoint to resume from")
+        model, optimizer_state, state = load_checkpoint(ckpt)
+        options = TrainOptions(**state["options"])
+    else:
+        torch.manual_seed(options.seed)
+        try:
+            model = load_model(init) if init else build_model(options.model)
+        except ValueError as exc:
+            raise TrainingError(str(exc)) from None
+        options.model = model.config
+        state = {"epoch": 0, "step": 0, "best_rmse": None, "best_epoch": 0, "history": [],
+                 "options": asdict(options)}
+        optimizer_state = None
+    model = model.to(dev).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=options.weight_decay)
+    if optimizer_state:
+        optimizer.load_state_dict(optimizer_state)
+    sampler = PatchSampler(train_pages, options.patch_size)
+    steps_per_epoch = max(1, options.patches_per_epoch // options.batch_size)
+    total_steps = steps_per_epoch * options.epochs
+    precision = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if dev.type == "cuda" else contextlib.nullcontext
+    base_info = {"trained_by": f"cleandoc {__version__}", "parameters": count_parameters(model),
+                 "train_pages": len(train_pages), "val_pages": len(val_pages), **(provenance or {})}
+
+    while state["epoch"] < options.epochs and not state.get("stopped_early"):
+        epoch = state["epoch"] + 1
+        started = time.perf_counter()
+        rng = np.random.default_rng([options.seed, epoch])
+        torch.manual_seed(options.seed * 100_003 + epoch)
+        model.train()
+        losses = []
+        for step in range(steps_per_epoch):
+            dirty, clean = (torch.from_numpy(a).to(dev) for a in sampler.batch(options.batch_size, rng))
+            for group in optimizer.param_groups:
+                group["lr"] = _learning_rate(options, state["step"], total_steps)
+            with precision():
+                loss = _loss(model, dirty, clean, options.loss)
+            if not torch.isfinite(loss):
+                raise TrainingError(f"the loss became {loss.item()} at epoch {epoch}; lower --lr. The last good "
+                                    f"checkpoint is {ckpt}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            state["step"] += 1
+            losses.append(loss.item())
+            if on_progress:
+                on_progress({"event": "step", "epoch": epoch, "epochs": options.epochs, "step": step + 1,
+                             "steps": steps_per_epoch, "loss": losses[-1]})
+        val_rmse = pooled_rmse(model, val_pages, dev) if val_pages else None
+        improved = val_rmse is None or state["best_rmse"] is None or val_rmse < state["best_rmse"]
+        if improved:
+            state["best_rmse"], state["best_epoch"] = val_rmse, epoch
+        state["epoch"] = epoch
+        state["history"].append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_rmse": val_rmse,
+                                 "seconds": round(time.perf_counter() - started, 2)})
+        info = {**base_info, "options": state["options"], "epoch": epoch, "val_rmse": val_rmse,
+                "best_epoch": state["best_epoch"], "history": state["history"]}
+        if improved:
+            save_model(model, out, info)
+        save_checkpoint(ckpt, model, optimizer, state, info)
+        if on_progress:
+            on_progress({"event": "epoch", **state["history"][-1], "epochs": options.epochs,
+                         "best_rmse": state["best_rmse"], "best_epoch": state["best_epoch"], "improved": improved})
+        if options.patience and val_rmse is not None and epoch - state["best_epoch"] >= options.patience:
+            state["stopped_early"] = True
+            save_checkpoint(ckpt, model, optimizer, state, info)
+            break
+    return state
+
+
+
+def train_from_folders(dirty_dir: str | Path, clean_dir: str | Path, out: str | Path, options: TrainOptions, *,
+                       val_fraction: float = 0.2, val_dirty: str | Path | None = None,
+                       val_clean: str | Path | None = None, on_progress: Callable[[dict], None] | None = None,
+                       **train_kwargs) -> dict:
+    """Pair, read and split the folders (by page group, or an explicit validation set), then `train`."""
+    pages = load_pairs(find_pairs(dirty_dir, clean_dir))
+    groups = page_groups([clean for _, clean in pages])
+    if val_dirty or val_clean:
+        if not (val_dirty and val_clean):
+            raise TrainingError("give both --val-dirty and --val-clean, or neither")
+        train_pages, val_pages = pages, load_pairs(find_pairs(val_dirty, val_clean))
+        split = {"validation": f"{val_dirty} + {val_clean}"}
+    else:
+        train_idx, val_idx = split_by_group(groups, val_fraction, options.seed)
+        train_pages, val_pages = [pages[i] for i in train_idx], [pages[i] for i in val_idx]
+        split = {"validation": f"page-group split, fraction {val_fraction}, seed {options.seed}",
+                 "val_fraction": val_fraction,
+                 "val_groups": len({groups[i] for i in val_idx}), "train_groups": len({groups[i] for i in train_idx})}
+    if on_progress:
+        on_progress({"event": "data", "train_pages": len(train_pages), "val_pages": len(val_pages), **split})
+    provenance = {"data": {"dirty": str(dirty_dir), "clean": str(clean_dir), "pairs": len(pages),
+                           "page_groups": len(set(groups)), **split}}
+    provenance.update(train_kwargs.pop("provenance", None) or {})
+    return train(train_pages, val_pages, out, options, provenance=provenance, on_progress=on_progress,
+                 **train_kwargs)

@@ -1,0 +1,209 @@
+"""The architectures: honest receptive radius, strict locality, and build_model's contract."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from cleandoc.models import ARCHITECTURES, build_model, count_parameters
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny(config: dict, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return build_model(config).eval()
+
+
+RF_CONFIGS = [
+    {"arch": "unet", "widths": [8, 16]},
+    {"arch": "unet", "widths": [8, 16, 32]},
+    {"arch": "unet", "widths": [8], "unshuffle": 1, "convs": 1},
+    {"arch": "unet", "widths": [8, 16], "unshuffle": 3, "convs": 1},
+    {"arch": "unet", "widths": [4, 8, 8], "unshuffle": 1, "convs": 3},
+    {"arch": "dae", "widths": [8]},
+    {"arch": "dae", "widths": [8, 16]},
+    {"arch": "dae", "widths": [4, 8], "convs": 3},
+    {"arch": "dae", "widths": [4, 8, 8], "convs": 2},
+]
+
+
+def _ids(config: dict) -> str:
+    return "-".join(f"{v}" for v in config.values()).replace(" ", "")
+
+
+@pytest.mark.parametrize("config", RF_CONFIGS, ids=_ids)
+def test_receptive_radius_is_an_honest_and_tight_bound(config):
+    """Back-propagate from one output logit and look at which input pixels got a gradient.
+
+    All offsets of the output pixel modulo size_multiple are covered along the diagonal and the
+    anti-diagonal (strided layers make the field depend on the phase). Each probe is its own batch element,
+    so one backward pass does them all (batch elements are independent, tested below). The input is large
+    enough that no field reaches the border, so the empirical reach is not cut short."""
+    model = tiny(config, seed=1)
+    multiple, radius = model.size_multiple, model.receptive_radius
+    size = (2 * radius + 3 * multiple) // multiple * multiple + multiple
+    centre = size // 2 // multiple * multiple
+    offsets = sorted({(a, a) for a in range(multiple)} | {(a, multiple - 1 - a) for a in range(multiple)})
+    x = torch.rand(len(offsets), 1, size, size, requires_grad=True)
+    out = model.logits(x)
+    assert out.shape == x.shape
+    picked = torch.stack([out[i, 0, centre + dy, centre + dx] for i, (dy, dx) in enumerate(offsets)])
+    picked.sum().backward()
+    grad = x.grad[:, 0]
+    empirical = 0
+    for i, (dy, dx) in enumerate(offsets):
+        ys, xs = torch.nonzero(grad[i], as_tuple=True)
+        assert len(ys) > 0
+        # The field must not be clipped by the input border, or the empirical reach is meaningless.
+        assert ys.min() > 0 and xs.min() > 0 and ys.max() < size - 1 and xs.max() < size - 1
+        reach = int(torch.maximum((ys - centre - dy).abs(), (xs - centre - dx).abs()).max())
+        assert reach <= radius, f"offset {(dy, dx)}: an input {reach} px away matters, radius says {radius}"
+        empirical = max(empirical, reach)
+    assert radius <= 2 * empirical + multiple, f"radius {radius} is far looser than the empirical {empirical}"
+
+
+@pytest.mark.parametrize("config", RF_CONFIGS[:2] + RF_CONFIGS[5:7], ids=_ids)
+def test_no_normalisation_or_global_pooling(config):
+    forbidden = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm,
+                 nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
+                 nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.Dropout, nn.Dropout2d)
+    model = tiny(config)
+    bad = [name for name, module in model.named_modules() if isinstance(module, forbidden)]
+    assert bad == []
+    # ...nor any module carrying buffers (running statistics or the like).
+    assert list(model.buffers()) == []
+
+
+@pytest.mark.parametrize("config", RF_CONFIGS[:2] + RF_CONFIGS[5:7], ids=_ids)
+def test_batch_elements_are_independent_and_mode_does_not_matter(config):
+    model = tiny(config, seed=2)
+    m = model.size_multiple
+    torch.manual_seed(5)
+    a = torch.rand(1, 1, 4 * m, 6 * m)
+    b = torch.rand(1, 1, 4 * m, 6 * m) * 0.3 + 0.7  # very different statistics from a
+    with torch.no_grad():
+        alone = model(a)
+        together = model(torch.cat([a, b]))
+        other_partner = model(torch.cat([b * 0, a, b]))
+        model.train()
+        in_train = model(torch.cat([a, b]))
+        model.eval()
+    torch.testing.assert_close(together[:1], alone, atol=1e-6, rtol=0)
+    torch.testing.assert_close(other_partner[1:2], alone, atol=1e-6, rtol=0)
+    torch.testing.assert_close(in_train, together, atol=1e-6, rtol=0)
+    assert (together[1:] - together[:1]).abs().max() > 1e-4  # it does react to its input
+
+
+@pytest.mark.parametrize("config", RF_CONFIGS[:2] + RF_CONFIGS[3:4] + RF_CONFIGS[5:7], ids=_ids)
+def test_shapes_and_range(config):
+    model = tiny(config)
+    m = model.size_multiple
+    for h, w in [(m, m), (2 * m, 5 * m), (7 * m, 3 * m)]:
+        x = torch.rand(3, 1, h, w)
+        with torch.no_grad():
+            y = model(x)
+            logits = model.logits(x)
+        assert y.shape == x.shape
+        assert y.dtype == torch.float32
+        assert ((y > 0) & (y < 1)).all()
+        torch.testing.assert_close(y, torch.sigmoid(logits))
+    # Extreme inputs stay in (0, 1) and finite.
+    with torch.no_grad():
+        for value in (0.0, 1.0):
+            y = model(torch.full((1, 1, 2 * m, 2 * m), value))
+            assert torch.isfinite(y).all() and (y >= 0).all() and (y <= 1).all()
+
+
+@pytest.mark.parametrize(("config", "multiple"), [
+    ({"arch": "unet", "widths": [8]}, 2),
+    ({"arch": "unet", "widths": [8, 16]}, 4),
+    ({"arch": "unet", "widths": [8, 16, 32], "unshuffle": 3}, 12),
+    ({"arch": "unet", "widths": [8, 16], "unshuffle": 1}, 2),
+    ({"arch": "dae", "widths": [8]}, 2),
+    ({"arch": "dae", "widths": [8, 16, 32]}, 8),
+])
+def test_size_multiple(config, multiple):
+    model = tiny(config)
+    assert model.size_multiple == multiple
+    # A size that is not a multiple either fails or changes the shape: the multiple is a real constraint
+    # (for unet the pixel-unshuffle or the skip concatenation rejects it).
+    bad = torch.rand(1, 1, multiple * 2 + 1, multiple * 2)
+    if multiple > 1:
+        try:
+            with torch.no_grad():
+                out = model(bad)
+        except RuntimeError:
+            pass
+        else:
+            assert out.shape != bad.shape
+
+
+@pytest.mark.parametrize("config", [
+    {"arch": "unet", "widths": [8, 16], "unshuffle": 2, "convs": 1},
+    {"arch": "dae", "widths": [8, 16], "convs": 2},
+])
+def test_config_round_trips_through_build_model(config):
+    model = tiny(config)
+    assert model.config == config
+    again = build_model(model.config)
+    assert again.config == model.config
+    assert type(again) is type(model)
+    assert again.state_dict().keys() == model.state_dict().keys()
+    assert all(again.state_dict()[k].shape == v.shape for k, v in model.state_dict().items())
+    assert count_parameters(again) == count_parameters(model) > 0
+    # build_model does not consume the caller's dict.
+    assert "arch" in config
+
+
+def test_config_defaults_are_filled_in():
+    assert build_model({"arch": "unet"}).config == {"arch": "unet", "widths": [32, 64, 128], "unshuffle": 2,
+                                                    "convs": 2}
+    assert build_model({"arch": "dae"}).config == {"arch": "dae", "widths": [32, 64], "convs": 1}
+    assert set(ARCHITECTURES) == {"unet", "dae"}
+
+
+@pytest.mark.parametrize("config", [
+    {"arch": "resnet"},
+    {"arch": "UNET"},
+    {"arch": None},
+    {"widths": [8, 16]},
+    {},
+])
+def test_build_model_rejects_unknown_arch(config):
+    with pytest.raises(ValueError, match="unknown architecture"):
+        build_model(config)
+
+
+@pytest.mark.parametrize("config", [
+    {"arch": "unet", "width": [8, 16]},
+    {"arch": "unet", "widths": [8, 16], "depth": 3},
+    {"arch": "dae", "widths": [8], "unshuffle": 2},
+    {"arch": "unet", "widths": []},
+    {"arch": "unet", "widths": [8], "unshuffle": 0},
+    {"arch": "unet", "widths": [8], "convs": 0},
+    {"arch": "dae", "widths": []},
+    {"arch": "dae", "widths": [8], "convs": 0},
+])
+def test_build_model_rejects_bad_settings(config):
+    with pytest.raises(ValueError):
+        build_model(config)
+
+
+# Configs as they could come out of a corrupt or hostile model file's metadata. build_model promises a
+# ValueError for anything it cannot build; store.load_model relies on that to turn it into a ModelFileError.
+@pytest.mark.parametrize("config", [
+    {"arch": ["unet"]},                         # unhashable arch -> TypeError from `name not in ARCHITECTURES`
+    {"arch": "unet", "widths": [-3]},           # negative width -> RuntimeError from torch
+    {"arch": "dae", "widths": [8, -1]},
+], ids=["arch-is-a-list", "unet-negative-width", "dae-negative-width"])
+def test_build_model_rejects_malformed_config_values_with_value_error(config):
+    with pytest.raises(ValueError):
+        build_model(config)

@@ -1,0 +1,193 @@
+"""Tiled inference must equal whole-page inference, for any page size, tile size and batch size."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cleandoc import tiling
+from cleandoc.models import build_model
+
+CONFIGS = {
+    "unet": {"arch": "unet", "widths": [8, 16]},
+    "dae": {"arch": "dae", "widths": [8, 16]},
+}
+
+TOLERANCE = 1e-4
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one thread is faster than two fighting over a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+_MODELS: dict[str, torch.nn.Module] = {}
+
+
+def tiny_model(arch: str) -> torch.nn.Module:
+    if arch not in _MODELS:
+        torch.manual_seed(1234)
+        _MODELS[arch] = build_model(CONFIGS[arch]).eval()
+    return _MODELS[arch]
+
+
+def make_page(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """Noise on a diagonal gradient with a few dark "text" bars and a bright blob: structure at several scales."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    page = 0.35 + 0.4 * (yy / max(height, 1)) * (xx / max(width, 1))
+    page += 0.2 * rng.random((height, width), dtype=np.float32)
+    for _ in range(4):
+        y, x = rng.integers(0, height), rng.integers(0, width)
+        page[y:y + 3, x:x + 15] = 0.05
+    page[(yy - height / 3) ** 2 + (xx - width / 2) ** 2 < (min(height, width) / 4) ** 2] += 0.3
+    return np.clip(page, 0.0, 1.0).astype(np.float32)
+
+
+SMALL_PAGES = [(1, 1), (3, 900), (900, 3), (64, 64)]
+ALL_TILES = [8, 20, 24, 64, 0]
+
+# Every tile size and batch size on the small pages; on the bigger ones a selection, since tile 8 over a
+# 300×517 page means thousands of forward passes.
+CASES = (
+    [(h, w, tile, batch) for h, w in SMALL_PAGES for tile in ALL_TILES for batch in (1, 3)]
+    + [(257, 131, 20, 3), (257, 131, 24, 1), (257, 131, 64, 1), (257, 131, 64, 3), (257, 131, 0, 1), (257, 131, 0, 3)]
+    + [(300, 517, 48, 3), (300, 517, 64, 1), (300, 517, 0, 1), (300, 517, 0, 3)]
+)
+
+
+@pytest.mark.parametrize("arch", sorted(CONFIGS))
+@pytest.mark.parametrize(("height", "width", "tile", "batch"), CASES)
+def test_tiled_equals_whole(arch, height, width, tile, batch):
+    model = tiny_model(arch)
+    page = make_page(height, width, seed=height * 1000 + width)
+    whole = tiling.run_whole(model, page)
+    tiled = tiling.run(model, page, tile=tile, batch_size=batch)
+    assert tiled.shape == whole.shape == (height, width)
+    assert np.abs(tiled - whole).max() <= TOLERANCE
+
+
+@pytest.mark.parametrize("config", [
+    {"arch": "unet", "widths": [8, 16], "unshuffle": 3, "convs": 1},  # size multiple 6, not a power of two
+    {"arch": "unet", "widths": [8, 16, 32], "unshuffle": 1, "convs": 1},
+    {"arch": "dae", "widths": [8], "convs": 2},
+])
+def test_tiled_equals_whole_other_configs(config):
+    torch.manual_seed(7)
+    model = build_model(config).eval()
+    page = make_page(71, 97, seed=3)
+    whole = tiling.run_whole(model, page)
+    for tile, batch in [(10, 2), (32, 3), (0, 1)]:
+        assert np.abs(tiling.run(model, page, tile=tile, batch_size=batch) - whole).max() <= TOLERANCE
+
+
+@pytest.mark.parametrize("arch", sorted(CONFIGS))
+def test_output_shape_dtype_range_and_input_untouched(arch):
+    model = tiny_model(arch)
+    page = make_page(57, 83, seed=5)
+    page[0, :] = 0.0
+    page[-1, :] = 1.0
+    original = page.copy()
+    out = tiling.run(model, page, tile=16, batch_size=2)
+    assert out.shape == page.shape
+    assert out.dtype == np.float32
+    assert np.isfinite(out).all()
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    np.testing.assert_array_equal(page, original)
+    # The output is a real function of the input, not a constant.
+    assert out.std() > 1e-4
+
+
+def test_float64_page_accepted_and_result_float32():
+    model = tiny_model("unet")
+    page = make_page(40, 50).astype(np.float64)
+    original = page.copy()
+    out = tiling.run(model, page, tile=16, batch_size=2)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(page, original)
+    assert np.abs(out - tiling.run_whole(model, page.astype(np.float32))).max() <= TOLERANCE
+
+
+def test_rejects_non_2d_page():
+    with pytest.raises(ValueError):
+        tiling.run(tiny_model("unet"), np.zeros((4, 4, 3), dtype=np.float32))
+
+
+def test_on_tile_reports_progress_to_the_total():
+    model = tiny_model("dae")
+    calls = []
+    tiling.run(model, make_page(50, 70), tile=16, batch_size=3, on_tile=lambda done, total: calls.append((done, total)))
+    # 50×70 padded to 52×72 (multiple 4) with 16-pixel cores: 4 rows × 5 columns = 20 tiles, in batches of 3.
+    assert calls[-1] == (20, 20)
+    assert [done for done, _ in calls] == [3, 6, 9, 12, 15, 18, 20]
+    assert all(total == 20 for _, total in calls)
+
+
+def test_tile_rounded_up_to_size_multiple():
+    """A tile that is not a multiple of the model's size multiple (even one below it) is rounded up, not zero."""
+    torch.manual_seed(3)
+    model = build_model({"arch": "unet", "widths": [8, 16, 32]}).eval()  # size multiple 8
+    page = make_page(45, 45)
+    whole = tiling.run_whole(model, page)
+    for tile in (1, 5, 9):
+        calls = []
+        out = tiling.run(model, page, tile=tile, batch_size=64, on_tile=lambda d, t: calls.append(t))
+        assert np.abs(out - whole).max() <= TOLERANCE
+        rounded = -(-tile // 8) * 8
+        expected = (-(-48 // rounded)) ** 2
+        assert calls[-1] == expected
+
+
+@pytest.mark.parametrize("arch", sorted(CONFIGS))
+def test_halo_is_needed(arch, monkeypatch):
+    """Without the halo the stitched result differs from the whole page: the equality test above can fail."""
+    model = tiny_model(arch)
+    page = make_page(64, 64, seed=11)
+    whole = tiling.run_whole(model, page)
+    assert np.abs(tiling.run(model, page, tile=16, batch_size=4) - whole).max() <= TOLERANCE
+    monkeypatch.setattr(tiling, "halo_for", lambda model: 0)
+    assert np.abs(tiling.run(model, page, tile=16, batch_size=4) - whole).max() > 1e-3
+
+
+@pytest.mark.parametrize("arch", sorted(CONFIGS))
+def test_halo_covers_receptive_radius(arch):
+    model = tiny_model(arch)
+    halo = tiling.halo_for(model)
+    assert halo >= model.receptive_radius
+    assert halo % model.size_multiple == 0
+    assert halo < model.receptive_radius + model.size_multiple
+
+
+def test_pick_device_cpu():
+    assert tiling.pick_device("cpu") == torch.device("cpu")
+    assert tiling.pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present here")
+@pytest.mark.parametrize("name", ["cuda", "cuda:0", "cuda:1"])
+def test_pick_device_cuda_missing(name):
+    with pytest.raises(ValueError, match="not available"):
+        tiling.pick_device(name)
+
+
+@pytest.mark.parametrize("name", ["tpu", "bogus", "meta", "", "cpu:x"])
+def test_pick_device_rejects_unknown(name):
+    with pytest.raises(ValueError):
+        tiling.pick_device(name)
+
+
+@pytest.mark.parametrize("arch", sorted(CONFIGS))
+def test_bfloat16_autocast_on_cpu(arch):
+    model = tiny_model(arch)
+    page = make_page(96, 80, seed=2)
+    full = tiling.run(model, page, tile=32, batch_size=2)
+    half = tiling.run(model, page, tile=32, batch_size=2, dtype=torch.bfloat16)
+    assert half.dtype == np.float32
+    assert half.shape == page.shape
+    assert np.abs(half - full).max() <= 0.05
+    assert half.min() >= 0.0 and half.max() <= 1.0

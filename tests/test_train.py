@@ -1,0 +1,464 @@
+"""Training data pairing, grouping and splitting, the training loop, checkpoints and --resume, and the
+`cleandoc train` command, on a tiny synthetic pair set and a tiny U-Net (seconds on a CPU)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cleandoc.cli import app
+from cleandoc.data import PairingError, PatchSampler, find_pairs, load_pairs, page_groups, split_by_group
+from cleandoc.models import build_model
+from cleandoc.store import load_checkpoint, load_model
+from cleandoc.train import TrainingError, TrainOptions, checkpoint_path, pooled_rmse, train, train_from_folders
+
+TINY = {"arch": "unet", "widths": [8, 16], "unshuffle": 2, "convs": 1}
+SHARED_DATA = Path(__file__).parents[1] / ".." / "shared" / "data" / "noisyoffice-kaggle"
+PAGES, VARIANTS, SIZE = 6, 2, 96
+
+
+def tiny_options(**changes) -> TrainOptions:
+    options = TrainOptions(model=dict(TINY), epochs=3, patch_size=32, patches_per_epoch=64, batch_size=8, lr=3e-3,
+                           seed=0)
+    return dataclasses.replace(options, **changes)
+
+
+def clean_pages(count: int = PAGES, size: int = SIZE, seed: int = 0) -> list[np.ndarray]:
+    """Distinct white pages with a few dark rectangles and text-like lines (uint8)."""
+    rng = np.random.default_rng(seed)
+    pages = []
+    for _ in range(count):
+        page = np.full((size, size), 255, np.uint8)
+        for _ in range(4):
+            y, x = rng.integers(0, size - 20, 2)
+            h, w = rng.integers(4, 20, 2)
+            page[y:y + h, x:x + w] = rng.integers(0, 80)
+        for _ in range(5):
+            y, x0, x1 = rng.integers(4, size - 4), rng.integers(0, 40), rng.integers(50, size)
+            page[y:y + 2, x0:x1] = 25
+        pages.append(page)
+    assert len({p.tobytes() for p in pages}) == count
+    return pages
+
+
+def noise_patterns(size: int = SIZE, seed: int = 1) -> list[tuple[np.ndarray, float]]:
+    """Fixed (noise pattern, offset) per variant: smooth blotches plus grain, darkening the paper."""
+    rng = np.random.default_rng(seed)
+    patterns = []
+    for offset in (-50.0, -80.0):
+        blotches = cv2.GaussianBlur(rng.normal(0, 60, (size, size)), (0, 0), 6)
+        patterns.append((blotches + rng.normal(0, 10, (size, size)), offset))
+    return patterns
+
+
+def write_png(path: Path, pixels: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), pixels)
+    return path
+
+
+def make_pair_set(root: Path, pages: int = PAGES, seed: int = 0) -> tuple[Path, Path]:
+    """dirty/ and clean/ holding pages x VARIANTS pairs; the same page's clean files are identical."""
+    dirty_dir, clean_dir = root / "dirty", root / "clean"
+    for i, clean in enumerate(clean_pages(pages, seed=seed)):
+        for v, (noise, offset) in enumerate(noise_patterns()):
+            dirty = np.clip(clean.astype(np.float64) + noise + offset, 0, 255).astype(np.uint8)
+            write_png(dirty_dir / f"p{i}_{v}.png", dirty)
+            write_png(clean_dir / f"p{i}_{v}.png", clean)
+    return dirty_dir, clean_dir
+
+
+@pytest.fixture(scope="module")
+def pair_set(tmp_path_factory) -> tuple[Path, Path]:
+    return make_pair_set(tmp_path_factory.mktemp("pairs"))
+
+
+@pytest.fixture(scope="module")
+def trained(pair_set, tmp_path_factory) -> dict:
+    """One uninterrupted 3-epoch run, shared by the tests that inspect its results."""
+    out = tmp_path_factory.mktemp("trained") / "model.safetensors"
+    events: list[dict] = []
+    state = train_from_folders(*pair_set, out, tiny_options(), device="cpu", on_progress=events.append)
+    return {"out": out, "state": state, "events": events}
+
+
+def val_pages(pair_set, fraction: float = 0.2, seed: int = 0):
+    pages = load_pairs(find_pairs(*pair_set))
+    _, val = split_by_group(page_groups([c for _, c in pages]), fraction, seed)
+    return [pages[i] for i in val]
+
+
+def cli(*args):
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    assert "Traceback" not in result.output
+    return result
+
+
+def train_cli(dirty: Path, clean: Path, out: Path, *extra):
+    return cli("train", "--dirty", dirty, "--clean", clean, "-o", out, "--widths", "8,16", "--unshuffle", "2",
+               "--convs", "1", "--patch-size", "32", "--batch-size", "8", "--patches-per-epoch", "64",
+               "--lr", "3e-3", "--device", "cpu", *extra)
+
+
+def squeeze(text: str) -> str:
+    """Text without whitespace, to compare output that Rich may have hard-wrapped."""
+    return "".join(text.split())
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_model(path).state_dict()
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], atol: float = 1e-6) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=atol, rtol=0), (key, (a[key] - b[key]).abs().max().item())
+
+
+# --- pairing, grouping, splitting ---------------------------------------------------------------------------
+
+
+def test_find_pairs_pairs_by_stem_across_extensions(tmp_path):
+    write_png(tmp_path / "dirty" / "a" / "1.png", np.zeros((8, 8), np.uint8))
+    write_png(tmp_path / "clean" / "a" / "1.bmp", np.zeros((8, 8), np.uint8))
+    write_png(tmp_path / "dirty" / "2.png", np.zeros((8, 8), np.uint8))
+    write_png(tmp_path / "clean" / "2.tif", np.zeros((8, 8), np.uint8))
+    (tmp_path / "clean" / "README.txt").write_text("not an image, ignored")
+    pairs = find_pairs(tmp_path / "dirty", tmp_path / "clean")
+    assert [(p.name, p.dirty.name, p.clean.name) for p in pairs] == [("2", "2.png", "2.tif"),
+                                                                    ("a/1", "1.png", "1.bmp")]
+
+
+def test_page_groups_group_identical_clean_pages(pair_set):
+    pairs = find_pairs(*pair_set)
+    assert len(pairs) == PAGES * VARIANTS
+    groups = page_groups([clean for _, clean in load_pairs(pairs)])
+    assert len(set(groups)) == PAGES
+    by_page: dict[str, set[int]] = {}
+    for pair, group in zip(pairs, groups):
+        by_page.setdefault(pair.name.split("_")[0], set()).add(group)
+    assert all(len(ids) == 1 for ids in by_page.values())  # both variants of a page share a group
+    assert len({next(iter(ids)) for ids in by_page.values()}) == PAGES  # different pages do not
+
+
+def test_page_groups_tell_same_bytes_of_different_shapes_apart():
+    a = np.ones((4, 6), np.float32)
+    assert page_groups([a, a.copy(), a.reshape(6, 4), np.zeros((4, 6), np.float32)]) == [0, 0, 1, 2]
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.1, 0.2, 0.34, 0.5, 0.9])
+def test_split_by_group_never_straddles_a_group(fraction):
+    rng = np.random.default_rng(42)
+    for seed in range(40):
+        groups = [int(g) for g in rng.integers(0, int(rng.integers(2, 12)), int(rng.integers(2, 40)))]
+        train_idx, val_idx = split_by_group(groups, fraction, seed)
+        assert sorted(train_idx + val_idx) == list(range(len(groups)))
+        assert not {groups[i] for i in train_idx} & {groups[i] for i in val_idx}
+        assert train_idx  # something always trains
+        if fraction == 0 or len(set(groups)) == 1:
+            assert val_idx == [] or len(set(groups)) == 1
+        else:
+            assert val_idx  # a positive fraction holds out at least one group
+        assert split_by_group(groups, fraction, seed) == (train_idx, val_idx)  # repeatable
+
+
+@pytest.mark.parametrize("fraction", [
+    0.2,
+    0.9,
+])
+def test_split_by_group_with_one_group_keeps_it_for_training(fraction):
+    train_idx, val_idx = split_by_group([0, 0, 0], fraction, 0)
+    assert train_idx == [0, 1, 2] and val_idx == []
+
+
+def test_find_pairs_lists_every_problem(tmp_path):
+    dirty, clean = tmp_path / "dirty", tmp_path / "clean"
+    page = np.full((8, 8), 200, np.uint8)
+    for name in ("ok.png", "lonely_dirty.png", "amb.png", "amb.jpg"):
+        write_png(dirty / name, page)
+    for name in ("ok.png", "amb.png", "lonely_clean.png"):
+        write_png(clean / name, page)
+    with pytest.raises(PairingError) as caught:
+        find_pairs(dirty, clean)
+    problems = caught.value.problems
+    assert len(problems) == 3, problems
+    message = str(caught.value)
+    assert str(dirty / "lonely_dirty.png") in message and "no clean partner" in message
+    assert str(clean / "lonely_clean.png") in message and "no dirty partner" in message
+    assert str(dirty / "amb.png") in message and str(dirty / "amb.jpg") in message and "ambiguous" in message
+
+
+def test_find_pairs_refuses_missing_or_empty_folders(tmp_path):
+    with pytest.raises(PairingError, match="no such folder"):
+        find_pairs(tmp_path / "nope", tmp_path)
+    (tmp_path / "d").mkdir()
+    (tmp_path / "c").mkdir()
+    with pytest.raises(PairingError, match="no images found"):
+        find_pairs(tmp_path / "d", tmp_path / "c")
+
+
+def test_load_pairs_lists_every_size_mismatch_and_unreadable_file(tmp_path):
+    dirty, clean = tmp_path / "dirty", tmp_path / "clean"
+    write_png(dirty / "a.png", np.zeros((96, 96), np.uint8))
+    write_png(clean / "a.png", np.zeros((80, 96), np.uint8))
+    write_png(dirty / "b.png", np.zeros((20, 30), np.uint8))
+    write_png(clean / "b.png", np.zeros((30, 20), np.uint8))
+    write_png(dirty / "c.png", np.zeros((10, 10), np.uint8))
+    (clean / "c.png").write_bytes(b"garbage")
+    write_png(dirty / "d.png", np.zeros((10, 10), np.uint8))
+    write_png(clean / "d.png", np.zeros((10, 10), np.uint8))
+    with pytest.raises(PairingError) as caught:
+        load_pairs(find_pairs(dirty, clean))
+    problems = caught.value.problems
+    assert len(problems) == 3, problems
+    message = str(caught.value)
+    assert str(dirty / "a.png") in message and "96x96" in message and "96x80" in message
+    assert str(dirty / "b.png") in message and "30x20" in message and "20x30" in message
+    assert str(clean / "c.png") in message
+    assert "d.png" not in message
+
+
+def test_patch_sampler_keeps_patches_aligned_and_sized():
+    rng = np.random.default_rng(0)
+    dirty = rng.random((40, 50)).astype(np.float32)
+    sampler = PatchSampler([(dirty, dirty.copy())], 16)
+    inputs, targets = sampler.batch(5, np.random.default_rng(1))
+    assert inputs.shape == targets.shape == (5, 1, 16, 16) and inputs.dtype == np.float32
+    np.testing.assert_array_equal(inputs, targets)  # identical pages give identical patches
+    again, _ = sampler.batch(5, np.random.default_rng(1))
+    np.testing.assert_array_equal(inputs, again)
+
+
+# --- the training loop ----------------------------------------------------------------------------------------
+
+
+def test_training_lowers_validation_rmse_and_writes_a_usable_model(pair_set, trained, tmp_path):
+    state, out = trained["state"], trained["out"]
+    val = val_pages(pair_set)
+    assert len(val) == VARIANTS  # 0.2 of 6 page groups: one group, two pages
+    torch.manual_seed(0)
+    untrained_rmse = pooled_rmse(build_model(TINY), val, torch.device("cpu"))
+
+    history = state["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3] and state["epoch"] == 3
+    assert state["best_rmse"] == min(h["val_rmse"] for h in history)
+    assert state["best_rmse"] < untrained_rmse
+    assert history[-1]["val_rmse"] < untrained_rmse
+
+    data_event = next(e for e in trained["events"] if e["event"] == "data")
+    assert data_event["train_pages"] == 10 and data_event["val_pages"] == 2
+    assert sum(e["event"] == "step" for e in trained["events"]) == 3 * (64 // 8)
+
+    model = load_model(out)
+    assert model.config == TINY
+    assert model.info["best_epoch"] == state["best_epoch"]
+    assert pooled_rmse(model, val, torch.device("cpu")) == pytest.approx(state["best_rmse"], abs=1e-6)
+    assert checkpoint_path(out).exists()
+    assert checkpoint_path(out).parent == out.parent
+    _, _, ckpt_state = load_checkpoint(checkpoint_path(out))
+    assert ckpt_state["epoch"] == 3
+
+    result = cli("clean", pair_set[0] / "p0_0.png", "-o", tmp_path / "cleaned", "--model", out, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    cleaned = cv2.imread(str(tmp_path / "cleaned" / "p0_0.png"), cv2.IMREAD_UNCHANGED)
+    assert cleaned.shape == (SIZE, SIZE) and cleaned.dtype == np.uint8
+
+
+def test_checkpoint_path_sits_beside_the_model(tmp_path):
+    assert checkpoint_path(tmp_path / "m.safetensors") == tmp_path / "m.ckpt.safetensors"
+    assert checkpoint_path(tmp_path / "model") == tmp_path / "model.ckpt.safetensors"
+
+
+def test_explicit_validation_folders(pair_set, tmp_path):
+    val_dirty, val_clean = make_pair_set(tmp_path / "val", pages=1, seed=7)
+    events: list[dict] = []
+    out = tmp_path / "m.safetensors"
+    state = train_from_folders(*pair_set, out, tiny_options(epochs=1), val_dirty=val_dirty, val_clean=val_clean,
+                               device="cpu", on_progress=events.append)
+    data_event = next(e for e in events if e["event"] == "data")
+    assert data_event["train_pages"] == PAGES * VARIANTS  # every pair trains
+    assert data_event["val_pages"] == VARIANTS
+    assert str(val_dirty) in data_event["validation"]
+    expected = pooled_rmse(load_model(out), load_pairs(find_pairs(val_dirty, val_clean)), torch.device("cpu"))
+    assert state["history"][0]["val_rmse"] == pytest.approx(expected, abs=1e-6)
+    with pytest.raises(TrainingError, match="both"):
+        train_from_folders(*pair_set, tmp_path / "n.safetensors", tiny_options(epochs=1), val_dirty=val_dirty,
+                           device="cpu")
+
+
+def test_resuming_a_finished_run_does_not_restart_it(pair_set, tmp_path):
+    out = tmp_path / "m.safetensors"
+    first = train_from_folders(*pair_set, out, tiny_options(epochs=2), device="cpu")
+    assert [h["epoch"] for h in first["history"]] == [1, 2]
+    before = load_checkpoint(checkpoint_path(out))[0].state_dict()
+
+    events: list[dict] = []
+    resumed = train_from_folders(*pair_set, out, tiny_options(epochs=2), resume=True, device="cpu",
+                                 on_progress=events.append)
+
+    assert resumed["epoch"] == 2
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2]
+    assert resumed["history"] == first["history"]
+    assert not any(e["event"] in ("step", "epoch") for e in events)
+    assert_same_weights(load_checkpoint(checkpoint_path(out))[0].state_dict(), before, atol=0)
+
+
+def test_resume_after_an_interrupt_matches_an_uninterrupted_run(pair_set, trained, tmp_path):
+    out = tmp_path / "m.safetensors"
+
+    def interrupt_after_first_epoch(event: dict) -> None:
+        if event["event"] == "epoch" and event["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_from_folders(*pair_set, out, tiny_options(), device="cpu", on_progress=interrupt_after_first_epoch)
+    assert load_checkpoint(checkpoint_path(out))[2]["epoch"] == 1
+
+    epochs_run: list[int] = []
+    state = train_from_folders(*pair_set, out, tiny_options(), resume=True, device="cpu",
+                               on_progress=lambda e: e["event"] == "epoch" and epochs_run.append(e["epoch"]))
+
+    assert epochs_run == [2, 3]  # continued, not restarted
+    assert [h["epoch"] for h in state["history"]] == [1, 2, 3]
+    reference = trained["state"]
+    assert state["step"] == reference["step"]
+    for got, want in zip(state["history"], reference["history"]):
+        assert got["train_loss"] == pytest.approx(want["train_loss"], abs=1e-6)
+        assert got["val_rmse"] == pytest.approx(want["val_rmse"], abs=1e-6)
+    assert_same_weights(load_checkpoint(checkpoint_path(out))[0].state_dict(),
+                        load_checkpoint(checkpoint_path(trained["out"]))[0].state_dict())
+    assert_same_weights(weights(out), weights(trained["out"]))
+
+
+def test_resume_without_a_checkpoint_is_a_training_error(pair_set, tmp_path):
+    with pytest.raises(TrainingError, match="no checkpoint"):
+        train_from_folders(*pair_set, tmp_path / "m.safetensors", tiny_options(), resume=True, device="cpu")
+
+
+def test_unknown_loss_is_a_training_error(tmp_path):
+    page = np.ones((32, 32), np.float32)
+    with pytest.raises(TrainingError, match="unknown loss"):
+        train([(page, page)], [], tmp_path / "m.safetensors", tiny_options(loss="huber"), device="cpu")
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_unknown_architecture_is_a_training_error(tmp_path):
+    page = np.ones((32, 32), np.float32)
+    with pytest.raises(TrainingError, match="unknown architecture"):
+        train([(page, page)], [], tmp_path / "m.safetensors", tiny_options(model={"arch": "transformer"}),
+              device="cpu")
+
+
+# --- the train command ----------------------------------------------------------------------------------------
+
+
+def test_train_command_end_to_end(pair_set, tmp_path):
+    out = tmp_path / "models" / "cli.safetensors"
+    result = train_cli(*pair_set, out, "--epochs", "2")
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines[0].startswith("10 training pages, 2 validation pages")
+    assert sum(line.startswith("epoch ") for line in lines) == 2
+    assert squeeze(f"wrote {out} (epoch ") in squeeze(result.stderr)
+    model = load_model(out)
+    assert model.config == TINY
+    assert model.info["history"][0]["epoch"] == 1 and model.info["epoch"] == model.info["best_epoch"]
+    assert checkpoint_path(out).exists()
+
+
+@pytest.mark.parametrize("loss", ["bce", "l1"])
+def test_train_command_other_losses(pair_set, tmp_path, loss):
+    out = tmp_path / f"{loss}.safetensors"
+    result = train_cli(*pair_set, out, "--epochs", "1", "--loss", loss, "--quiet")
+    assert result.exit_code == 0, result.output
+    assert load_model(out).info["options"]["loss"] == loss
+    assert squeeze(result.stderr).startswith(squeeze(f"wrote {out} (epoch 1, validation RMSE "))  # --quiet
+
+
+def test_train_command_with_explicit_validation_folders(pair_set, tmp_path):
+    val_dirty, val_clean = make_pair_set(tmp_path / "val", pages=1, seed=7)
+    out = tmp_path / "m.safetensors"
+    result = train_cli(*pair_set, out, "--epochs", "1", "--val-dirty", val_dirty, "--val-clean", val_clean)
+    assert result.exit_code == 0, result.output
+    assert squeeze(f"{PAGES * VARIANTS} training pages, {VARIANTS} validation pages") in squeeze(result.stderr)
+    assert load_model(out).info["val_pages"] == VARIANTS
+    half = train_cli(*pair_set, tmp_path / "n.safetensors", "--epochs", "1", "--val-dirty", val_dirty)
+    assert half.exit_code == 2 and "--val-clean" in half.stderr
+
+
+def test_train_command_interrupted_then_resumed(pair_set, tmp_path, monkeypatch):
+    import cleandoc.train as train_module
+
+    real_rmse, calls = train_module.pooled_rmse, []
+
+    def ctrl_c_in_second_validation(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_rmse(*args, **kwargs)
+
+    out = tmp_path / "m.safetensors"
+    monkeypatch.setattr(train_module, "pooled_rmse", ctrl_c_in_second_validation)
+    stopped = train_cli(*pair_set, out, "--epochs", "2", "--quiet")
+    monkeypatch.undo()
+    assert stopped.exit_code == 130
+    assert "--resume" in stopped.stderr and len(stopped.stderr.strip().splitlines()) == 1
+    assert load_checkpoint(checkpoint_path(out))[2]["epoch"] == 1
+
+    resumed = train_cli(*pair_set, out, "--epochs", "2", "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    epoch_lines = [line for line in resumed.stderr.splitlines() if line.startswith("epoch ")]
+    assert [line.split()[1] for line in epoch_lines] == ["2/2"]  # only the missing epoch ran
+    assert [h["epoch"] for h in load_checkpoint(checkpoint_path(out))[2]["history"]] == [1, 2]
+
+
+def test_train_command_lists_mismatched_pairs(tmp_path):
+    dirty, clean = tmp_path / "dirty", tmp_path / "clean"
+    page = np.full((40, 40), 200, np.uint8)
+    write_png(dirty / "ok.png", page)
+    write_png(clean / "ok.png", page)
+    write_png(dirty / "only_dirty.png", page)
+    write_png(clean / "only_clean.png", page)
+    out = tmp_path / "m.safetensors"
+    result = train_cli(dirty, clean, out, "--epochs", "1")
+    assert result.exit_code == 2
+    assert str(dirty / "only_dirty.png") in result.stderr and str(clean / "only_clean.png") in result.stderr
+    assert "ok.png" not in result.stderr
+    assert not out.exists()
+
+
+def test_train_command_rejects_bad_widths_and_resume_without_checkpoint(pair_set, tmp_path):
+    bad = cli("train", "--dirty", pair_set[0], "--clean", pair_set[1], "-o", tmp_path / "m.safetensors",
+              "--widths", "8,x")
+    assert bad.exit_code == 2 and "--widths" in bad.stderr
+    nothing = train_cli(*pair_set, tmp_path / "m.safetensors", "--resume")
+    assert nothing.exit_code == 2 and "no checkpoint" in nothing.stderr
+
+
+def test_train_command_result_is_one_line_whatever_the_path_length(pair_set, tmp_path):
+    out = tmp_path / ("a-rather-long-folder-name-for-the-model-files-of-this-run" * 2) / "m.safetensors"
+    result = train_cli(*pair_set, out, "--epochs", "1", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines()[-1].startswith(f"wrote {out} (epoch 1")
+
+
+# --- the real data set, when this machine has it ------------------------------------------------------------
+
+
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"{SHARED_DATA} is not present")
+def test_noisyoffice_pairs_load_and_group():
+    pairs = find_pairs(SHARED_DATA / "train", SHARED_DATA / "train_cleaned")
+    assert len(pairs) >= 100
+    pages = load_pairs(pairs[:6])
+    assert all(dirty.shape == clean.shape and dirty.dtype == np.float32 for dirty, clean in pages)
+    groups = page_groups([clean for _, clean in pages])
+    train_idx, val_idx = split_by_group(groups, 0.34, 0)
+    assert not {groups[i] for i in train_idx} & {groups[i] for i in val_idx}
