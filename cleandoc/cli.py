@@ -110,12 +110,13 @@ def clean(
                            dtype=torch.float16 if dev.type == "cuda" and not fp32 else None)
     progress = _progress(quiet)
     started = time.perf_counter()
-    task = None
+    cleaned_megapixels = 0.0
     if progress:
         progress.start()
         task = progress.add_task("cleaning", total=len(plan.jobs), rate="")
 
     def on_page(result) -> None:
+        nonlocal cleaned_megapixels
         if result.status == "failed":
             (progress.console if progress else err).print(f"{result.job.source}: {result.reason}",
                                                           markup=False, soft_wrap=True)
@@ -124,11 +125,10 @@ def clean(
                       + (f" ({result.seconds:.1f} s)" if result.status == "cleaned" else ""),
                       markup=False, soft_wrap=True)
         if progress:
-            done_mp = summary_mp[0] = summary_mp[0] + result.megapixels
-            rate = done_mp / max(time.perf_counter() - started, 1e-9)
+            cleaned_megapixels += result.megapixels
+            rate = cleaned_megapixels / max(time.perf_counter() - started, 1e-9)
             progress.update(task, advance=1, rate=f"{rate:.2f} MP/s")
 
-    summary_mp = [0.0]
     try:
         summary = clean_pages(plan.jobs, net, options, dev, on_page)
     finally:

@@ -24,6 +24,18 @@ def _act() -> nn.Module:
     return nn.LeakyReLU(0.1, inplace=True)
 
 
+def _check_sizes(arch: str, widths, **counts: int) -> list[int]:
+    """Refuse sizes that make no network (or an absurd one, e.g. from a hostile model file) before any
+    weights are allocated."""
+    widths = list(widths)
+    if not 1 <= len(widths) <= 8 or not all(isinstance(w, int) and 1 <= w <= 4096 for w in widths):
+        raise ValueError(f"{arch} needs 1 to 8 widths, each an integer from 1 to 4096, got {widths!r}")
+    for name, value in counts.items():
+        if not isinstance(value, int) or not 1 <= value <= 8:
+            raise ValueError(f"{arch} needs {name} to be an integer from 1 to 8, got {value!r}")
+    return widths
+
+
 def _input_logits(x: torch.Tensor) -> torch.Tensor:
     """The input page as logits, added to the network's output: at initialisation the model is close to the
     identity (a mild contrast stretch), so training starts from "do nothing" instead of having to learn it
@@ -51,11 +63,9 @@ class UNet(nn.Module):
 
     def __init__(self, widths: list[int] | tuple[int, ...] = (32, 64, 128), unshuffle: int = 2, convs: int = 2):
         super().__init__()
-        if len(widths) < 1 or unshuffle < 1 or convs < 1:
-            raise ValueError("unet needs at least one width, unshuffle >= 1 and convs >= 1")
-        self.config = {"arch": self.arch, "widths": list(widths), "unshuffle": unshuffle, "convs": convs}
+        w = _check_sizes(self.arch, widths, unshuffle=unshuffle, convs=convs)
+        self.config = {"arch": self.arch, "widths": w, "unshuffle": unshuffle, "convs": convs}
         self.unshuffle = unshuffle
-        w = list(widths)
         self.stem = _block(unshuffle * unshuffle, w[0], convs)
         self.down = nn.ModuleList(_conv(w[i], w[i + 1], 3, stride=2) for i in range(len(w) - 1))
         self.enc = nn.ModuleList(_block(w[i + 1], w[i + 1], convs) for i in range(len(w) - 1))
@@ -105,10 +115,8 @@ class ConvDAE(nn.Module):
 
     def __init__(self, widths: list[int] | tuple[int, ...] = (32, 64), convs: int = 1):
         super().__init__()
-        if len(widths) < 1 or convs < 1:
-            raise ValueError("dae needs at least one width and convs >= 1")
-        self.config = {"arch": self.arch, "widths": list(widths), "convs": convs}
-        w = [1] + list(widths)
+        self.config = {"arch": self.arch, "widths": _check_sizes(self.arch, widths, convs=convs), "convs": convs}
+        w = [1] + self.config["widths"]
         self.encoder = nn.Sequential(
             *[nn.Sequential(_conv(w[i], w[i + 1], 3, stride=2), _act(), *_block(w[i + 1], w[i + 1], convs - 1))
               for i in range(len(w) - 1)]
@@ -150,7 +158,7 @@ def build_model(config: dict) -> nn.Module:
     """Rebuild a model from its config: {"arch": name, **constructor arguments}."""
     config = dict(config)
     name = config.pop("arch", None)
-    if name not in ARCHITECTURES:
+    if not isinstance(name, str) or name not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {name!r} (known: {', '.join(sorted(ARCHITECTURES))})")
     try:
         return ARCHITECTURES[name](**config)

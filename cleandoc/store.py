@@ -97,7 +97,9 @@ def _read_file(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     try:
         header = json.loads(data[8:8 + header_len])
         metadata = header.get("__metadata__") or {}
-    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        if not isinstance(metadata, dict):
+            raise TypeError
+    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError, TypeError):
         raise ModelFileError(path, "is not a .safetensors file (unreadable header)") from None
     if metadata.get("format") != FORMAT_NAME:
         raise ModelFileError(path, "is a .safetensors file without cleandoc metadata (not a cleandoc model)")
