@@ -271,7 +271,7 @@ def evaluate(
     out = Console(highlight=False)
     table = Table(title=f"{net.source} on {len(report.pages)} pages", title_justify="left")
     for column in ("page", "RMSE input", "RMSE cleaned", "PSNR input", "PSNR cleaned", "SSIM input", "SSIM cleaned"):
-        table.add_column(column, justify="left" if column == "page" else "right")
+        table.add_column(column, justify="left" if column == "page" else "right", no_wrap=column == "page")
     if not quiet:
         for p in report.pages:
             table.add_row(p.name, f"{p.input_rmse:.4f}", f"{p.rmse:.4f}", f"{p.input_psnr:.2f}", f"{p.psnr:.2f}",
