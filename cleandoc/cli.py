@@ -243,6 +243,7 @@ def evaluate(
     sheet: Annotated[Optional[Path], typer.Option(help="Write a PNG of the worst pages: dirty | cleaned | target "
                                                        "| error.")] = None,
     worst: Annotated[int, typer.Option(min=1, help="Rows on the sheet.")] = 6,
+    sheet_height: Annotated[int, typer.Option(min=32, help="Height of each row of the sheet, in pixels.")] = 360,
     tile: Annotated[int, typer.Option(min=0, help="Tile size in pixels; 0 picks one for the device.")] = 0,
     batch_size: Annotated[int, typer.Option(min=1, help="Tiles per model call.")] = 4,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
@@ -285,7 +286,7 @@ def evaluate(
         if json_path:
             write_atomically(json_path, json.dumps({"model": net.source, **report.to_dict()}, indent=2).encode())
         if sheet:
-            contact_sheet(rows, sheet)
+            contact_sheet(rows, sheet, sheet_height)
             err.print(f"wrote {sheet} ({len(rows)} worst pages)", markup=False, soft_wrap=True)
     except OSError as exc:
         raise _fail(f"{exc.filename or json_path or sheet}: cannot write ({exc.strerror or exc})") from None

@@ -9,14 +9,6 @@ from torch import nn
 from cleandoc.models import ARCHITECTURES, build_model, count_parameters
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny(config: dict, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return build_model(config).eval()

@@ -21,14 +21,6 @@ from cleandoc.store import (ModelFileError, default_model_path, load_checkpoint,
 CONFIG = {"arch": "unet", "widths": [8, 16], "unshuffle": 2, "convs": 1}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny(config: dict = CONFIG, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
     return build_model(config).eval()

@@ -17,15 +17,6 @@ CONFIGS = {
 TOLERANCE = 1e-4
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is faster than two fighting over a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 _MODELS: dict[str, torch.nn.Module] = {}
 
 
