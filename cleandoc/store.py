@@ -86,7 +86,9 @@ def _read_file(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
         raise ModelFileError(path, "is a folder, not a model file") from None
     except OSError as exc:
         raise ModelFileError(path, f"cannot read ({exc.strerror or exc})") from None
-    if data[:2] == b"PK" or data[:1] == b"\x80":
+    # A safetensors header is JSON right after its 8-byte length; only without one can the first bytes be
+    # a zip (torch.save) or pickle signature (a header length may well begin with those bytes).
+    if data[8:9] != b"{" and (data[:2] == b"PK" or data[:1] == b"\x80"):
         raise ModelFileError(path, "is a pickle-based PyTorch file (.pt/.pth); cleandoc loads only .safetensors "
                                    "model files, since unpickling can run arbitrary code")
     if len(data) < 8:

@@ -413,3 +413,24 @@ def test_checkpoint_loads_as_a_plain_model(tmp_path):
 
 def test_load_checkpoint_refuses_a_plain_model(good_file):
     assert_refused(good_file, contains="not a training checkpoint", loader=load_checkpoint)
+
+
+@pytest.mark.parametrize("first_bytes", [b"\x80", b"PK"])
+def test_a_model_whose_header_length_looks_like_a_pickle_signature_still_loads(tmp_path, first_bytes):
+    """The header length is little-endian: its first bytes can be 0x80 or 'PK' in a perfectly good file."""
+    import struct
+
+    path = tmp_path / "model.safetensors"
+    modulus = 256 ** len(first_bytes)
+    target = int.from_bytes(first_bytes, "little")
+
+    def header_length(padding: int) -> int:
+        save_model(tiny(), path, {"padding": "x" * padding})
+        return struct.unpack("<Q", path.read_bytes()[:8])[0]
+
+    start = (target - header_length(0)) % modulus
+    for padding in range(max(0, start - 8), start + 9):  # the header is padded to a multiple of 8
+        if header_length(padding) % modulus == target:
+            break
+    assert path.read_bytes()[:len(first_bytes)] == first_bytes
+    assert load_model(path).config == CONFIG
