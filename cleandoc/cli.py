@@ -203,10 +203,11 @@ def train(
         if kind == "data" and not quiet:
             err.print(f"{event['train_pages']} training pages, {event['val_pages']} validation pages "
                       f"({event['validation']})", markup=False, soft_wrap=True)
-        elif kind == "step" and progress:
+        elif kind == "step" and progress:  # one bar for the whole run, so ETA means the end of training
+            total = event["epochs"] * event["steps"]
             if task is None:
-                task = progress.add_task("", total=event["steps"], rate="")
-            progress.update(task, completed=event["step"], total=event["steps"],
+                task = progress.add_task("", total=total, rate="")
+            progress.update(task, completed=(event["epoch"] - 1) * event["steps"] + event["step"], total=total,
                             description=f"epoch {event['epoch']}/{event['epochs']}", rate=f"loss {event['loss']:.4f}")
         elif kind == "epoch" and not quiet:
             val = "n/a" if event["val_rmse"] is None else f"{event['val_rmse']:.4f}"
@@ -290,3 +291,33 @@ def evaluate(
             err.print(f"wrote {sheet} ({len(rows)} worst pages)", markup=False, soft_wrap=True)
     except OSError as exc:
         raise _fail(f"{exc.filename or json_path or sheet}: cannot write ({exc.strerror or exc})") from None
+
+
+@app.command("inspect")
+def inspect_command(
+    model: Annotated[Optional[Path], typer.Argument(metavar="MODEL", show_default=False,
+                                                    help="Model file (.safetensors); the shipped model if omitted.")] = None,
+    filters: Annotated[Optional[Path], typer.Option(help="Also draw the first layer's filters into this PNG.",
+                                                    show_default=False)] = None,
+    cell: Annotated[int, typer.Option(min=1, help="Side of each filter's cell in the picture, in pixels.")] = 48,
+) -> None:
+    """Show a model's card: architecture, size, receptive field, training data and figures."""
+    from rich.table import Table
+
+    from .inspect_model import filters_picture, model_card
+
+    net, _ = _load(model, "cpu")
+    table = Table(show_header=False, box=None, padding=(0, 2))
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    for label, value in model_card(net):
+        table.add_row(escape(label), escape(value))
+    Console(highlight=False).print(table)
+    if filters:
+        try:
+            count = filters_picture(net, filters, cell)
+        except ValueError as exc:
+            raise _fail(str(exc)) from None
+        except OSError as exc:
+            raise _fail(f"{filters}: cannot write ({exc.strerror or exc})") from None
+        err.print(f"wrote {filters} ({count} filters)", markup=False, soft_wrap=True)

@@ -92,12 +92,20 @@ class UNet(nn.Module):
             radius += scale + convs * scale  # transposed-conv cell, then the decoder block
         return radius + self.unshuffle
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
+    def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         h = self.stem(F.pixel_unshuffle(x - 0.5, self.unshuffle))
         skips = []
         for down, enc in zip(self.down, self.enc):
             skips.append(h)
             h = enc(F.leaky_relu(down(h), 0.1))
+        return h, skips
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The bottleneck code h(x) (what the contractive penalty regularises)."""
+        return self._encode(x)[0]
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        h, skips = self._encode(x)
         for up, dec, skip in zip(reversed(self.up), reversed(self.dec), reversed(skips)):
             h = dec(torch.cat([F.leaky_relu(up(h), 0.1), skip], dim=1))
         return F.pixel_shuffle(self.head(h), self.unshuffle) + _input_logits(x)
@@ -144,8 +152,12 @@ class ConvDAE(nn.Module):
             radius += 2 * scale  # transposed conv cell, then one conv at that scale
         return radius + 1
 
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The bottleneck code h(x)."""
+        return self.encoder(x - 0.5)
+
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.encoder(x - 0.5)) + _input_logits(x)
+        return self.decoder(self.encode(x)) + _input_logits(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.logits(x))

@@ -120,6 +120,7 @@ def _read_file(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
         decoded = {k: json.loads(v) for k, v in metadata.items() if k not in ("format", "format_version")}
     except json.JSONDecodeError:
         raise ModelFileError(path, "has corrupt metadata") from None
+    decoded["format_version"] = version
     if not isinstance(decoded.get("config"), dict):
         raise ModelFileError(path, "has no model config in its metadata")
     return tensors, decoded
@@ -138,13 +139,15 @@ def _rebuild(path: Path, tensors: dict[str, torch.Tensor], metadata: dict) -> to
         raise ModelFileError(path, f"weights do not fit its config ({detail})") from None
     model.info = metadata.get("info", {})
     model.source = str(path)
+    model.format_version = metadata["format_version"]
     return model.eval()
 
 
 def load_model(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> torch.nn.Module:
     """Rebuild a model from a file we saved (the shipped default when `path` is None), in eval mode.
 
-    The model gets `.info` (provenance and figures from the file) and `.source` (the path)."""
+    The model gets `.info` (provenance and figures from the file), `.source` (the path) and
+    `.format_version`."""
     path = Path(path) if path is not None else default_model_path()
     if not path.exists():
         hint = " (the shipped model is missing from this installation)" if path == default_model_path() else ""

@@ -36,6 +36,9 @@ class TrainOptions:
     loss: str = "mse"
     patience: int = 10  # epochs without a better validation RMSE before stopping early; 0 never stops
     seed: int = 0
+    noise: list[str] = field(default_factory=list)  # corruption recipe for synthetic pairs, e.g. ["gaussian:0.1"]
+    synthetic_fraction: float = 0.0  # share of patches corrupted on the fly from clean targets
+    contractive: float = 0.0  # weight of the contractive penalty on the encoder
 
 
 class TrainingError(Exception):
@@ -61,6 +64,16 @@ def _loss(model: torch.nn.Module, dirty: torch.Tensor, clean: torch.Tensor, kind
     if kind == "l1":
         return F.l1_loss(torch.sigmoid(logits), clean)
     return F.mse_loss(torch.sigmoid(logits), clean)
+
+
+def contractive_penalty(model: torch.nn.Module, x: torch.Tensor, step: float = 1e-2) -> torch.Tensor:
+    """A stochastic estimate of the contractive penalty ‖∂h/∂x‖²_F of the encoder h, per input pixel.
+
+    The full Jacobian of a conv net is far too large, but for v ~ N(0, I), E‖J v‖² = ‖J‖²_F, and J v is one
+    finite difference of the encoder: one extra forward pass per batch. Zero for an encoder that ignores x."""
+    v = torch.randn_like(x)
+    jv = (model.encode(x + step * v) - model.encode(x)) / step
+    return jv.float().pow(2).sum() / x.numel()
 
 
 def _learning_rate(options: TrainOptions, step: int, total: int) -> float:
@@ -124,6 +137,8 @@ def train(train_pages: list[tuple[np.ndarray, np.ndarray]], val_pages: list[tupl
                 group["lr"] = _learning_rate(options, state["step"], total_steps)
             with precision():
                 loss = _loss(model, dirty, clean, options.loss)
+                if options.contractive:
+                    loss = loss + options.contractive * contractive_penalty(model, dirty)
             if not torch.isfinite(loss):
                 raise TrainingError(f"the loss became {loss.item()} at epoch {epoch}; lower --lr. The last good "
                                     f"checkpoint is {ckpt}")

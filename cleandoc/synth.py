@@ -1,0 +1,413 @@
+"""Synthetic training pairs: render clean text pages, corrupt them, and write both.
+
+Real scans come without their clean originals, so training data is made the other way round: a page is
+typeset from random pseudo-English (headings, paragraphs, lists, tables, one or two columns) with the fonts
+this machine has, at text sizes true to the dpi, and a corruption model turns it into its "scan". The clean
+page is the exact training target, and every page is reproducible from (seed, page number) alone.
+
+The rendered pixels depend on the font files installed, so the same seed gives the same layout but not
+necessarily the same pixels on another machine.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from .imageio import write_page
+
+# About 300 common English words, most frequent first; drawn with Zipf-like weights so text reads like text.
+_WORDS = """
+the of and to a in is that for it as was with be by on not he this are or his from at which but have an they you
+were her she there one all we their been has would when if more will other no some into its can only these two
+may first any time could most over my such our new also after very then what made where years way much before
+many must through back should each those people well because same work how under last just still great state
+system part used never between every both life being long world group might while year found here another given
+number several high three right general case public place small order however against point water form without
+within during large house area since early local fact upon light often less power around thing said second
+development social country course process control change rather interest service problem report field market
+level data result value method action table line study question information program section following present
+further figure model test period record account government policy center total view evidence paper board example
+support review material condition structure family income price office sample effect analysis basis cost design
+effort final common direction product range growth quality position reason answer simple type note approach
+energy across letter natural human history member stage standard difference series amount current possible
+likely known clear nature scale surface central rate length average unit single particular similar major recent
+specific various whole strong open full short free real true necessary certain able low late hard close ready
+direct basic street city school money body music book season student learning reading science purpose decision
+summary committee meeting budget client contract payment customer schedule request response balance council
+""".split()
+_WEIGHTS = 1 / (np.arange(len(_WORDS)) + 8.0)
+_WEIGHTS /= _WEIGHTS.sum()
+
+# Latin text typefaces common on Linux, named <Foundry><Kind>[-<Style>].ttf; symbol and script fonts are left out.
+_FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts", "~/.local/share/fonts", "~/.fonts")
+_FONT_NAME = re.compile(r"(DejaVu|Liberation|Free|Noto)(Sans|Serif|Mono|SansMono)"
+                        r"(?:-(Regular|Book|Roman|Medium|Bold|Italic|Oblique|BoldItalic|BoldOblique))?", re.IGNORECASE)
+_DEFAULT_FONT = ""  # stands for Pillow's built-in scalable font when no font file is found
+
+Typeface = tuple[str, dict[str, str]]  # (kind: serif, sans or mono; {style: font file})
+
+
+@functools.cache
+def typefaces() -> list[Typeface]:
+    """The typefaces found on this machine, each with at least a regular style; Pillow's own font if none."""
+    found: dict[tuple[str, str], dict[str, str]] = {}
+    for folder in _FONT_DIRS:
+        for path in sorted(Path(folder).expanduser().rglob("*.[ot]tf")):
+            match = _FONT_NAME.fullmatch(path.stem)
+            if not match:
+                continue
+            foundry, kind, style = match[1].lower(), match[2].lower(), (match[3] or "regular").lower()
+            kind = "mono" if "mono" in kind else kind
+            bold, italic = "bold" in style, "italic" in style or "oblique" in style
+            style = "bolditalic" if bold and italic else "bold" if bold else "italic" if italic else "regular"
+            found.setdefault((foundry, kind), {}).setdefault(style, str(path))
+    faces = [(kind, styles) for (_, kind), styles in sorted(found.items()) if "regular" in styles]
+    return faces or [("sans", {"regular": _DEFAULT_FONT})]
+
+
+@functools.lru_cache(maxsize=256)
+def _font(path: str, size: float) -> ImageFont.FreeTypeFont:
+    return ImageFont.load_default(size=size) if path == _DEFAULT_FONT else ImageFont.truetype(path, size)
+
+
+def _face(typeface: Typeface, style: str, size: float) -> ImageFont.FreeTypeFont:
+    """The font in that style, or the nearest one the typeface has (bold italic -> bold -> regular)."""
+    styles = typeface[1]
+    path = styles.get(style) or styles.get(style.replace("italic", "")) or styles["regular"]
+    return _font(path, size)
+
+
+def _has_glyph(font: ImageFont.FreeTypeFont, char: str) -> bool:
+    return bytes(font.getmask(char)) != bytes(font.getmask("\uffff"))  # U+FFFF is never mapped: the .notdef box
+
+
+# --- pseudo-English -------------------------------------------------------------------------------------------
+
+def _words(rng: np.random.Generator, n: int) -> list[str]:
+    return [_WORDS[i] for i in rng.choice(len(_WORDS), size=n, p=_WEIGHTS)]
+
+
+def _sentence(rng: np.random.Generator) -> list[str]:
+    words = _words(rng, int(rng.integers(5, 20, endpoint=True)))
+    for i in range(len(words) - 1):
+        roll = rng.random()
+        if roll < 0.03:
+            words[i] = str(rng.integers(2, 2000))
+        elif roll < 0.06:
+            words[i] = words[i].capitalize()
+        elif roll < 0.14 and 0 < i < len(words) - 2:
+            words[i] += ","
+    words[0] = words[0].capitalize()
+    words[-1] += "......?:;"[rng.integers(9)]
+    return words
+
+
+def _paragraph(rng: np.random.Generator, sentences: tuple[int, int] = (2, 7)) -> list[str]:
+    return [w for _ in range(int(rng.integers(*sentences, endpoint=True))) for w in _sentence(rng)]
+
+
+def _title(rng: np.random.Generator, lo: int, hi: int) -> str:
+    words = _words(rng, int(rng.integers(lo, hi, endpoint=True)))
+    return " ".join(w if w in ("of", "and", "the", "a", "in", "to", "for") and i else w.capitalize()
+                    for i, w in enumerate(words))
+
+
+def _cell(rng: np.random.Generator, kind: int) -> str:
+    """A table cell; a column keeps one kind so it reads like data."""
+    if kind == 0:
+        return f"{rng.integers(0, 10000):,}"
+    if kind == 1:
+        return f"{rng.normal(50, 30):.{rng.integers(1, 3)}f}"
+    if kind == 2:
+        return f"{rng.uniform(0, 100):.1f}%"
+    if kind == 3:
+        return str(rng.integers(1950, 2025))
+    return _words(rng, 1)[0]
+
+
+# --- layout ---------------------------------------------------------------------------------------------------
+
+class _Flow:
+    """Hands out horizontal bands top to bottom, column after column, until the page is full."""
+
+    def __init__(self, columns: list[tuple[float, float]], top: float, bottom: float):
+        self.columns, self.top, self.bottom = columns, top, bottom
+        self.column, self.y = 0, top
+
+    def take(self, height: float, keep: float = 0.0) -> tuple[float, float, float] | None:
+        """(x, y, width) of a band of this height, with `keep` more room free below it (so a heading is not
+        left alone at the foot of a column); None once the page is full."""
+        while self.y + height + keep > self.bottom:
+            if self.column + 1 == len(self.columns) or self.y == self.top:
+                return None
+            self.column, self.y = self.column + 1, self.top
+        x, width = self.columns[self.column]
+        y, self.y = self.y, self.y + height
+        return x, y, width
+
+    def skip(self, gap: float) -> None:
+        if self.y > self.top:  # no blank space at the head of a column
+            self.y += gap
+
+
+def _wrap(words: list[str], font: ImageFont.FreeTypeFont, width: float, indent: float = 0.0) -> list[list[str]]:
+    space = font.getlength(" ")
+    lines, line, used = [], [], indent
+    for word in words:
+        w = font.getlength(word)
+        if line and used + space + w > width:
+            lines.append(line)
+            line, used = [], 0.0
+        used += (space if line else 0) + w
+        line.append(word)
+    return lines + [line] if line else lines
+
+
+def _baseline(font: ImageFont.FreeTypeFont, y: float, height: float) -> float:
+    ascent, descent = font.getmetrics()
+    return y + (height + ascent - descent) / 2
+
+
+class _Page:
+    """One page being typeset: a coverage canvas (255 = full ink), the page style, and the block types."""
+
+    def __init__(self, rng: np.random.Generator, dpi: int, size_mm: tuple[float, float]):
+        self.rng, self.mm, self.pt = rng, dpi / 25.4, dpi / 72
+        self.width, self.height = (round(s * self.mm) for s in size_mm)
+        self.canvas = Image.new("L", (self.width, self.height), 0)
+        self.draw = ImageDraw.Draw(self.canvas)
+        faces = typefaces()
+        text_faces = [f for f in faces if f[0] != "mono"] or faces
+        self.body_face = text_faces[rng.integers(len(text_faces))] if rng.random() > 0.05 else faces[-1]
+        self.head_face = self.body_face if rng.random() < 0.6 else text_faces[rng.integers(len(text_faces))]
+        self.size = rng.uniform(9, 12) * self.pt
+        self.leading = self.size * rng.uniform(1.15, 1.3)
+        self.body = _face(self.body_face, "regular", self.size)
+        self.justify = rng.random() < 0.55
+        self.indent_paragraphs = rng.random() < 0.5
+        self.line_width = max(1, round(rng.uniform(0.4, 1.0) * self.pt))
+        self.section = 0
+
+    def text(self, x: float, y: float, height: float, words: list[str], font, width: float = 0.0,
+             align: str = "left") -> None:
+        """Set one line in a band: left, centred, right, or justified across `width`."""
+        base = _baseline(font, y, height)
+        if align == "justify" and len(words) > 1:
+            widths = [font.getlength(w) for w in words]
+            gap = (width - sum(widths)) / (len(words) - 1)
+            for word, offset in zip(words, np.cumsum([0.0, *widths[:-1]]) + gap * np.arange(len(words))):
+                self.draw.text((x + offset, base), word, font=font, fill=255, anchor="ls")
+            return
+        line = " ".join(words)
+        shift = {"left": 0.0, "center": 0.5, "right": 1.0}.get(align, 0.0) * (width - font.getlength(line))
+        self.draw.text((x + shift, base), line, font=font, fill=255, anchor="ls")
+
+    def rule(self, x0: float, x1: float, y: float, thickness: int) -> None:
+        self.draw.rectangle((round(x0), round(y), round(x1), round(y) + thickness - 1), fill=255)
+
+    def lines(self, flow: _Flow, lines: list[list[str]], font, indent: float = 0.0, justify: bool = False) -> bool:
+        """Flow wrapped lines, the first one indented; False once the page is full."""
+        for i, line in enumerate(lines):
+            band = flow.take(self.leading)
+            if band is None:
+                return False
+            x, y, width = band
+            first = indent if i == 0 else 0.0
+            last = i == len(lines) - 1
+            self.text(x + first, y, self.leading, line, font, width - first,
+                      "justify" if justify and not last else "left")
+        return True
+
+    def paragraph(self, flow: _Flow) -> bool:
+        indent = self.size * 1.5 if self.indent_paragraphs else 0.0
+        flow.skip(0.2 * self.leading if self.indent_paragraphs else 0.6 * self.leading)
+        font = self.body
+        if self.rng.random() < 0.05:  # a quotation or a note
+            font = _face(self.body_face, "italic", self.size)
+        width = flow.columns[flow.column][1]
+        return self.lines(flow, _wrap(_paragraph(self.rng), font, width, indent), font, indent, self.justify)
+
+    def heading(self, flow: _Flow) -> bool:
+        self.section += 1
+        size = self.rng.uniform(11, 14) * self.pt
+        font = _face(self.head_face, "bolditalic" if self.rng.random() < 0.15 else "bold", size)
+        title = _title(self.rng, 1, 5)
+        if self.rng.random() < 0.6:
+            title = f"{self.section} {title}" if self.rng.random() < 0.6 else f"{self.section}.{self.rng.integers(1, 6)} {title}"
+        flow.skip(self.leading)
+        band = flow.take(size * 1.4, keep=2 * self.leading)
+        if band is None:
+            return False
+        x, y, width = band
+        self.text(x, y, size * 1.4, title.split(), font, width)
+        flow.skip(0.3 * self.leading)
+        return True
+
+    def listing(self, flow: _Flow) -> bool:
+        kind = self.rng.integers(3)
+        bullet = next(c for c in ("\u2022", "\u2013", "-") if _has_glyph(self.body, c))
+        markers = [bullet if kind == 0 else f"{i}." if kind == 1 else f"({chr(96 + i)})" for i in range(1, 9)]
+        count = int(self.rng.integers(2, 7, endpoint=True))
+        indent = self.size * self.rng.uniform(0, 2)
+        hang = indent + max(self.body.getlength(m) for m in markers[:count]) + self.size * 0.6
+        flow.skip(0.5 * self.leading)
+        for marker in markers[:count]:
+            width = flow.columns[flow.column][1]
+            lines = _wrap(_paragraph(self.rng, (1, 2)), self.body, width - hang)
+            band = flow.take(self.leading)
+            if band is None:
+                return False
+            x, y, _ = band
+            self.text(x + indent, y, self.leading, [marker], self.body)
+            self.text(x + hang, y, self.leading, lines[0], self.body)
+            for line in lines[1:]:
+                band = flow.take(self.leading)
+                if band is None:
+                    return False
+                self.text(band[0] + hang, band[1], self.leading, line, self.body)
+        flow.skip(0.5 * self.leading)
+        return True
+
+    def table(self, flow: _Flow) -> bool:
+        rng = self.rng
+        size = self.size * rng.uniform(0.85, 1.0)
+        font, bold = _face(self.body_face, "regular", size), _face(self.body_face, "bold", size)
+        kinds = [4, *rng.integers(0, 5, size=int(rng.integers(1, 5, endpoint=True)))]
+        header = [_words(rng, 1)[0].capitalize() for _ in kinds]
+        rows = [[_title(rng, 1, 3) if k == 4 and j == 0 else _cell(rng, k) for j, k in enumerate(kinds)]
+                for _ in range(int(rng.integers(3, 10, endpoint=True)))]
+        pad = size * rng.uniform(0.4, 0.9)
+        widths = [max(bold.getlength(header[j]), *(font.getlength(r[j]) for r in rows)) + 2 * pad
+                  for j in range(len(kinds))]
+        available = flow.columns[flow.column][1]
+        while len(widths) > 2 and sum(widths) > available:
+            widths.pop()
+        if sum(widths) > available:
+            return True  # too wide for this column: leave it out
+        row_height = size * rng.uniform(1.3, 1.7)
+        grid = rng.random() < 0.4
+        caption = rng.random() < 0.5
+        caption_height = self.leading * 1.3 if caption else 0.0
+        flow.skip(self.leading)
+        band = flow.take(row_height * (len(rows) + 1) + caption_height + 2 * self.line_width)
+        if band is None:
+            return False
+        x, y, width = band
+        x += (width - sum(widths)) / 2 if rng.random() < 0.5 else 0.0
+        if caption:
+            self.text(x, y, self.leading, ["Table", f"{rng.integers(1, 12)}.", *_title(rng, 2, 6).split()],
+                      _face(self.body_face, "italic", size))
+            y += caption_height
+        edges = np.cumsum([x, *widths])
+        for r, cells in enumerate([header, *rows]):
+            top = y + r * row_height
+            for j, cell in enumerate(cells[:len(widths)]):
+                align = "left" if kinds[j] == 4 else "right"
+                self.text(edges[j] + pad, top, row_height, [cell], bold if r == 0 else font, widths[j] - 2 * pad, align)
+        bottom = y + (len(rows) + 1) * row_height
+        thick = self.line_width * (1 if grid else 2)
+        self.rule(edges[0], edges[-1], y, thick)
+        self.rule(edges[0], edges[-1], y + row_height, self.line_width)
+        self.rule(edges[0], edges[-1], bottom, thick)
+        if grid:
+            for r in range(2, len(rows) + 1):
+                self.rule(edges[0], edges[-1], y + r * row_height, self.line_width)
+            for edge in edges:
+                self.draw.rectangle((round(edge), round(y), round(edge) + self.line_width - 1, round(bottom)), fill=255)
+        flow.skip(self.leading)
+        return True
+
+    def furniture(self, left: float, right: float, top: float, bottom: float) -> None:
+        """Running head and page number, in the margins."""
+        rng, small = self.rng, self.size * 0.85
+        if rng.random() < 0.4:
+            font = _face(self.body_face, "italic" if rng.random() < 0.5 else "regular", small)
+            y = top - 10 * self.mm
+            self.text(left, y, small * 1.2, _title(rng, 2, 6).split(), font, right - left,
+                      ["left", "center", "right"][rng.integers(3)])
+            if rng.random() < 0.5:
+                self.rule(left, right, y + small * 1.5, self.line_width)
+        if rng.random() < 0.7:
+            self.text(left, bottom + 8 * self.mm, small * 1.2, [str(rng.integers(1, 400))], self.body, right - left,
+                      ["center", "right"][rng.integers(2)])
+
+    def compose(self) -> None:
+        rng, mm = self.rng, self.mm
+        left, top = rng.uniform(20, 25) * mm, rng.uniform(18, 25) * mm
+        right, bottom = self.width - left, self.height - rng.uniform(20, 28) * mm
+        self.furniture(left, right, top, bottom)
+        if rng.random() < 0.85:
+            size = rng.uniform(14, 20) * self.pt
+            font = _face(self.head_face, "bold" if rng.random() < 0.8 else "regular", size)
+            align = "center" if rng.random() < 0.5 else "left"
+            for line in _wrap(_title(rng, 2, 9).split(), font, right - left):
+                self.text(left, top, size * 1.3, line, font, right - left, align)
+                top += size * 1.3
+            if rng.random() < 0.4:  # author or date line
+                font = _face(self.body_face, "italic", self.size)
+                self.text(left, top, self.leading, _title(rng, 2, 4).split(), font, right - left, align)
+                top += self.leading
+            top += self.leading
+        if rng.random() < 0.1:  # the last page of a chapter
+            bottom = top + (bottom - top) * rng.uniform(0.2, 0.8)
+        gutter = rng.uniform(5, 9) * mm
+        if rng.random() < 0.3:
+            half = (right - left - gutter) / 2
+            flow = _Flow([(left, half), (left + half + gutter, half)], top, bottom)
+        else:
+            flow = _Flow([(left, right - left)], top, bottom)
+        blocks = [self.paragraph, self.heading, self.listing, self.table]
+        previous = self.heading
+        while True:
+            block = blocks[rng.choice(4, p=[0.65, 0.13, 0.12, 0.10])]
+            if block == previous == self.heading:
+                continue
+            if not block(flow):
+                return
+            previous = block
+
+
+def render_page(rng: np.random.Generator, dpi: int = 300, size_mm: tuple[float, float] = (210, 297)) -> np.ndarray:
+    """A clean page (float32 H x W in [0, 1], 1 = white) with a plausible layout and text sizes true to the dpi,
+    typeset from the generator's draws alone: same generator state and dpi, same page."""
+    page = _Page(rng, dpi, size_mm)
+    page.compose()
+    ink = rng.uniform(0.0, 0.15)
+    shade = (1 - np.arange(256, dtype=np.float32) * np.float32((1 - ink) / 255))
+    return shade[np.asarray(page.canvas)]
+
+
+def synth_pages(out: Path, pages: int, dpi: int = 300, seed: int = 0,
+                corrupt: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
+                on_page: Callable[[int, int], None] | None = None) -> list[tuple[Path, Path]]:
+    """Write `pages` pairs as out/dirty/page-NNNN.png and out/clean/page-NNNN.png; returns the (dirty, clean)
+    paths. Page k draws from its own generator seeded with (seed, k), so it is the same whatever `pages` is,
+    and a rerun overwrites each file atomically. `corrupt(clean, rng)` makes the dirty page; by default a
+    random recipe from cleandoc.noise. `on_page(done, total)` reports progress."""
+    if corrupt is None:
+        from . import noise
+
+        def corrupt(page: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+            return noise.corrupt(page, noise.random_recipe(rng), rng)
+
+    out = Path(out)
+    (out / "dirty").mkdir(parents=True, exist_ok=True)
+    (out / "clean").mkdir(parents=True, exist_ok=True)
+    written = []
+    for index in range(pages):
+        rng = np.random.default_rng([seed, index])
+        clean = render_page(rng, dpi)
+        dirty = corrupt(clean, rng)
+        name = f"page-{index + 1:04d}.png"
+        write_page(out / "clean" / name, clean)
+        write_page(out / "dirty" / name, dirty)
+        written.append((out / "dirty" / name, out / "clean" / name))
+        if on_page:
+            on_page(index + 1, pages)
+    return written
