@@ -149,11 +149,22 @@ def clean(
 
 @app.command()
 def train(
-    dirty: Annotated[Path, typer.Option(help="Folder of dirty pages.", show_default=False)],
     clean: Annotated[Path, typer.Option(help="Folder of clean targets, paired by relative path and stem.",
                                         show_default=False)],
     out: Annotated[Path, typer.Option("--output", "-o", help="Where to write the best model (.safetensors).",
                                       show_default=False)],
+    dirty: Annotated[Optional[Path], typer.Option(help="Folder of dirty pages; without it, train from clean pages "
+                                                       "alone, corrupted by --noise.", show_default=False)] = None,
+    noise: Annotated[Optional[list[str]], typer.Option(help="A corruption step NAME[:STRENGTH], repeatable, applied "
+                                                            "in order: gaussian, mask, saltpepper, blur, jpeg, "
+                                                            "illumination, texture, stains, ink, speckle, scanlines, "
+                                                            "random, transfer (real noise from the pairs).",
+                                                       show_default=False)] = None,
+    synthetic_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="With --dirty and --noise: share of "
+                                                                             "patches corrupted from clean targets "
+                                                                             "instead of real.")] = 0.5,
+    contractive: Annotated[float, typer.Option(min=0.0, help="Weight of the contractive penalty on the "
+                                                             "encoder (0: off).")] = 0.0,
     arch: Annotated[str, typer.Option(help="Architecture: unet or dae.")] = "unet",
     widths: Annotated[Optional[str], typer.Option(help="Channels per level, comma-separated, e.g. 32,64,128.",
                                                   show_default=False)] = None,
@@ -162,6 +173,8 @@ def train(
     convs: Annotated[Optional[int], typer.Option(help="3x3 convolutions per block.", show_default=False)] = None,
     epochs: Annotated[int, typer.Option(min=1)] = 40,
     patch_size: Annotated[int, typer.Option(min=16, help="Side of the training patches.")] = 128,
+    max_scale: Annotated[float, typer.Option(min=1.0, help="Rescale half the patches by up to this factor, "
+                                                           "up or down (1 turns rescaling off).")] = 1.3,
     patches_per_epoch: Annotated[int, typer.Option(min=1)] = 2048,
     batch_size: Annotated[int, typer.Option(min=1)] = 16,
     lr: Annotated[float, typer.Option(min=0.0, help="Peak learning rate (warm-up, then cosine decay).")] = 2e-3,
@@ -191,9 +204,11 @@ def train(
     except ValueError:
         raise _fail(f"--widths must be comma-separated integers, got {widths!r}") from None
     config.update({k: v for k, v in {"unshuffle": unshuffle, "convs": convs}.items() if v is not None})
-    options = TrainOptions(model=config, epochs=epochs, patch_size=patch_size, patches_per_epoch=patches_per_epoch,
+    options = TrainOptions(model=config, epochs=epochs, patch_size=patch_size, max_scale=max_scale,
+                           patches_per_epoch=patches_per_epoch,
                            batch_size=batch_size, lr=lr, weight_decay=weight_decay, loss=loss.value,
-                           patience=patience, seed=seed)
+                           patience=patience, seed=seed, noise=list(noise or []),
+                           synthetic_fraction=synthetic_fraction, contractive=contractive)
     progress = _progress(quiet)
     task = None
 
@@ -321,3 +336,43 @@ def inspect_command(
         except OSError as exc:
             raise _fail(f"{filters}: cannot write ({exc.strerror or exc})") from None
         err.print(f"wrote {filters} ({count} filters)", markup=False, soft_wrap=True)
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Option("--output", "-o", help="Folder for the dirty/ and clean/ page pairs.",
+                                      show_default=False)],
+    pages: Annotated[int, typer.Option(min=1, help="How many page pairs to write.", show_default=False)],
+    dpi: Annotated[int, typer.Option(min=50, max=1200, help="Resolution of the rendered A4 pages.")] = 300,
+    seed: Annotated[int, typer.Option(help="Page K is the same for a seed, whatever --pages is.")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+) -> None:
+    """Render synthetic text pages and corrupted copies of them, as (dirty, clean) training pairs."""
+    from .imageio import PageError
+    from .synth import synth_pages
+
+    if out.exists() and not out.is_dir():
+        raise _fail(f"{out}: exists and is not a folder")
+    progress = _progress(quiet)
+    started = time.perf_counter()
+    if progress:
+        progress.start()
+        task = progress.add_task("rendering", total=pages, rate="")
+
+    def on_page(done: int, total: int) -> None:
+        if progress:
+            rate = done / max(time.perf_counter() - started, 1e-9)
+            progress.update(task, completed=done, rate=f"{rate:.2f} pages/s")
+
+    try:
+        pairs = synth_pages(out, pages, dpi=dpi, seed=seed, on_page=on_page)
+    except PageError as exc:
+        raise _fail(f"{out}: {exc}") from None
+    except OSError as exc:
+        raise _fail(f"{exc.filename or out}: cannot write ({exc.strerror or exc})") from None
+    finally:
+        if progress:
+            progress.stop()
+    if not quiet:
+        err.print(f"wrote {len(pairs)} page pairs under {out / 'dirty'} and {out / 'clean'} "
+                  f"in {time.perf_counter() - started:.1f} s", markup=False, soft_wrap=True)

@@ -115,16 +115,24 @@ def split_by_group(groups: list[int], val_fraction: float, seed: int = 0) -> tup
 
 class PatchSampler:
     """Random aligned (dirty, clean) patches with augmentations that keep text plausible: flips, quarter
-    turns and a mild rescale of both images (text sizes vary between scanners and dpi)."""
+    turns and a mild rescale of both images (text sizes vary between scanners and dpi).
+
+    With `synthesize`, a `synthetic_fraction` of the patches get their dirty side made from the clean one by a
+    known corruption process (the denoising-autoencoder idea), instead of taken from the real scan.
+    """
 
     def __init__(self, pages: list[tuple[np.ndarray, np.ndarray]], patch_size: int, max_scale: float = 1.3,
-                 rescale_probability: float = 0.5):
+                 rescale_probability: float = 0.5,
+                 synthesize: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
+                 synthetic_fraction: float = 0.0):
         if not pages:
             raise ValueError("no training pages")
         self.pages = pages
         self.patch_size = patch_size
         self.max_scale = max_scale
         self.rescale_probability = rescale_probability
+        self.synthesize = synthesize
+        self.synthetic_fraction = synthetic_fraction if synthesize else 0.0
         areas = np.array([d.size for d, _ in pages], dtype=np.float64)
         self.weights = areas / areas.sum()
 
@@ -145,6 +153,8 @@ class PatchSampler:
         crops = [np.rot90(c, turns) for c in crops]
         if flip:
             crops = [c[:, ::-1] for c in crops]
+        if self.synthetic_fraction and rng.random() < self.synthetic_fraction:
+            return self.synthesize(np.ascontiguousarray(crops[1]), rng), crops[1]
         return crops[0], crops[1]
 
     def batch(self, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -124,7 +124,7 @@ def stains(page: np.ndarray, strength: float, rng: np.random.Generator) -> np.nd
         wobble = 1 + sum(rng.uniform(0, 0.15) * np.cos(k * theta + rng.uniform(0, 2 * np.pi)) for k in (2, 3, 5))
         rho = np.hypot(dy, dx) / (rng.uniform(0.05, 0.3) * max(sh, sw) * wobble)  # 1 on the outline
         level, softness, is_ring = rng.uniform(0.3, 1.0), rng.uniform(0.05, 0.3), rng.random() < 0.5
-        inside = 1 / (1 + np.exp((rho - 1) / softness))
+        inside = 0.5 - 0.5 * np.tanh((rho - 1) / (2 * softness))  # a logistic step that cannot overflow
         if is_ring:  # coffee ring: a dark rim around a faint inside
             stain = np.maximum(np.exp(-((rho - 1) / (softness / 2)) ** 2), 0.3 * inside)
         else:
@@ -212,8 +212,14 @@ DEFAULT_STRENGTH: dict[str, float] = {
 DOCUMENT_ORDER = ("ink", "texture", "stains", "speckle", "illumination", "blur", "scanlines", "gaussian", "jpeg")
 
 
+# Recipe steps that are not fixed corruptions: "random" draws a fresh `random_recipe` for every page, its
+# strength scaling the defaults; "transfer" lays a real noise layer from a NoiseBank over the page, its
+# strength blending between the clean page (0) and the full real noise (1).
+SPECIAL_STEPS = {"random": 1.0, "transfer": 1.0}
+
+
 def _known() -> str:
-    return ", ".join(CORRUPTIONS)
+    return ", ".join([*CORRUPTIONS, *SPECIAL_STEPS])
 
 
 def parse_recipe(specs: list[str]) -> list[tuple[str, float]]:
@@ -223,10 +229,10 @@ def parse_recipe(specs: list[str]) -> list[tuple[str, float]]:
     for spec in specs:
         name, has_value, value = spec.partition(":")
         name = name.strip()
-        if name not in CORRUPTIONS:
+        if name not in CORRUPTIONS and name not in SPECIAL_STEPS:
             raise ValueError(f"unknown corruption {name!r} in {spec!r}; known: {_known()}")
         if not has_value:
-            recipe.append((name, DEFAULT_STRENGTH[name]))
+            recipe.append((name, DEFAULT_STRENGTH.get(name) or SPECIAL_STEPS[name]))
             continue
         try:
             strength = float(value)
@@ -305,3 +311,23 @@ class NoiseBank:
                        mode="symmetric")
         y, x = rng.integers(layer.shape[0] - h + 1), rng.integers(layer.shape[1] - w + 1)
         return _finish(clean * (layer[y:y + h, x:x + w].astype(np.float32) / np.float32(255)))
+
+
+def make_corruptor(recipe: list[tuple[str, float]], bank: NoiseBank | None = None
+                   ) -> Callable[[np.ndarray, np.random.Generator], np.ndarray]:
+    """A function (clean page, rng) -> dirty page for a parsed recipe, special steps included."""
+    if any(name == "transfer" for name, _ in recipe) and bank is None:
+        raise ValueError("the 'transfer' step needs real (dirty, clean) pairs to take noise layers from")
+
+    def corruptor(page: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        out = np.array(page, dtype=np.float32)
+        for name, strength in recipe:
+            if name == "random":
+                out = corrupt(out, random_recipe(rng, strength), rng)
+            elif name == "transfer":
+                out = _finish(out - strength * (out - bank.apply(out, rng)))
+            else:
+                out = CORRUPTIONS[name](out, strength, rng)
+        return out
+
+    return corruptor

@@ -184,7 +184,9 @@ class _Page:
         self.draw = ImageDraw.Draw(self.canvas)
         faces = typefaces()
         text_faces = [f for f in faces if f[0] != "mono"] or faces
-        self.body_face = text_faces[rng.integers(len(text_faces))] if rng.random() > 0.05 else faces[-1]
+        mono_faces = [f for f in faces if f[0] == "mono"] or faces
+        body_faces = mono_faces if rng.random() < 0.05 else text_faces  # now and then a typewritten page
+        self.body_face = body_faces[rng.integers(len(body_faces))]
         self.head_face = self.body_face if rng.random() < 0.6 else text_faces[rng.integers(len(text_faces))]
         self.size = rng.uniform(9, 12) * self.pt
         self.leading = self.size * rng.uniform(1.15, 1.3)
@@ -211,7 +213,7 @@ class _Page:
     def rule(self, x0: float, x1: float, y: float, thickness: int) -> None:
         self.draw.rectangle((round(x0), round(y), round(x1), round(y) + thickness - 1), fill=255)
 
-    def lines(self, flow: _Flow, lines: list[list[str]], font, indent: float = 0.0, justify: bool = False) -> bool:
+    def set_lines(self, flow: _Flow, lines: list[list[str]], font, indent: float = 0.0, justify: bool = False) -> bool:
         """Flow wrapped lines, the first one indented; False once the page is full."""
         for i, line in enumerate(lines):
             band = flow.take(self.leading)
@@ -231,15 +233,16 @@ class _Page:
         if self.rng.random() < 0.05:  # a quotation or a note
             font = _face(self.body_face, "italic", self.size)
         width = flow.columns[flow.column][1]
-        return self.lines(flow, _wrap(_paragraph(self.rng), font, width, indent), font, indent, self.justify)
+        return self.set_lines(flow, _wrap(_paragraph(self.rng), font, width, indent), font, indent, self.justify)
 
     def heading(self, flow: _Flow) -> bool:
         self.section += 1
         size = self.rng.uniform(11, 14) * self.pt
         font = _face(self.head_face, "bolditalic" if self.rng.random() < 0.15 else "bold", size)
         title = _title(self.rng, 1, 5)
-        if self.rng.random() < 0.6:
-            title = f"{self.section} {title}" if self.rng.random() < 0.6 else f"{self.section}.{self.rng.integers(1, 6)} {title}"
+        if self.rng.random() < 0.6:  # numbered: "3 Title" or "3.2 Title"
+            number = str(self.section) if self.rng.random() < 0.6 else f"{self.section}.{self.rng.integers(1, 6)}"
+            title = f"{number} {title}"
         flow.skip(self.leading)
         band = flow.take(size * 1.4, keep=2 * self.leading)
         if band is None:

@@ -18,6 +18,7 @@ from . import __version__
 from .data import PatchSampler, find_pairs, load_pairs, page_groups, split_by_group
 from .metrics import squared_error
 from .models import build_model, count_parameters
+from .noise import NoiseBank, make_corruptor, parse_recipe
 from .store import load_checkpoint, load_model, save_checkpoint, save_model
 from .tiling import pick_device, run_whole
 
@@ -29,6 +30,7 @@ class TrainOptions:
     model: dict = field(default_factory=lambda: {"arch": "unet", "widths": [32, 64, 128], "unshuffle": 2, "convs": 2})
     epochs: int = 40
     patch_size: int = 128
+    max_scale: float = 1.3  # half the patches are rescaled by up to this factor, up or down (1: never)
     patches_per_epoch: int = 2048
     batch_size: int = 16
     lr: float = 2e-3
@@ -76,6 +78,16 @@ def contractive_penalty(model: torch.nn.Module, x: torch.Tensor, step: float = 1
     return jv.float().pow(2).sum() / x.numel()
 
 
+def _corruptor(noise: list[str], real_pages: list[tuple[np.ndarray, np.ndarray]]):
+    """The corruption process of a noise recipe; real-noise transfer takes its layers from `real_pages`."""
+    try:
+        recipe = parse_recipe(noise)
+        bank = NoiseBank.from_pairs(real_pages) if any(name == "transfer" for name, _ in recipe) else None
+        return make_corruptor(recipe, bank)
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from None
+
+
 def _learning_rate(options: TrainOptions, step: int, total: int) -> float:
     """Linear warm-up over the first 5% of steps, then cosine decay to 2% of the peak."""
     warmup = max(1, total // 20)
@@ -117,7 +129,9 @@ def train(train_pages: list[tuple[np.ndarray, np.ndarray]], val_pages: list[tupl
     optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=options.weight_decay)
     if optimizer_state:
         optimizer.load_state_dict(optimizer_state)
-    sampler = PatchSampler(train_pages, options.patch_size)
+    corruptor = _corruptor(options.noise, train_pages) if options.noise else None
+    sampler = PatchSampler(train_pages, options.patch_size, max_scale=options.max_scale, synthesize=corruptor,
+                           synthetic_fraction=options.synthetic_fraction)
     steps_per_epoch = max(1, options.patches_per_epoch // options.batch_size)
     total_steps = steps_per_epoch * options.epochs
     precision = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if dev.type == "cuda" else contextlib.nullcontext
@@ -174,12 +188,24 @@ def train(train_pages: list[tuple[np.ndarray, np.ndarray]], val_pages: list[tupl
 
 
 
-def train_from_folders(dirty_dir: str | Path, clean_dir: str | Path, out: str | Path, options: TrainOptions, *,
+def train_from_folders(dirty_dir: str | Path | None, clean_dir: str | Path, out: str | Path, options: TrainOptions, *,
                        val_fraction: float = 0.2, val_dirty: str | Path | None = None,
                        val_clean: str | Path | None = None, on_progress: Callable[[dict], None] | None = None,
                        **train_kwargs) -> dict:
-    """Pair, read and split the folders (by page group, or an explicit validation set), then `train`."""
-    pages = load_pairs(find_pairs(dirty_dir, clean_dir))
+    """Pair, read and split the folders (by page group, or an explicit validation set), then `train`.
+
+    Without `dirty_dir` the model learns from clean pages alone: every training patch is corrupted on the fly
+    by the noise recipe (a random document degradation by default), and the validation pages are corrupted
+    once, with a fixed seed, so that epochs are comparable."""
+    clean_only = dirty_dir is None
+    if clean_only:
+        options.noise = options.noise or ["random"]
+        options.synthetic_fraction = 1.0
+        if any(spec.partition(":")[0].strip() == "transfer" for spec in options.noise):
+            raise TrainingError("the 'transfer' noise needs real pairs: give --dirty too")
+    elif not options.noise:
+        options.synthetic_fraction = 0.0
+    pages = load_pairs(find_pairs(clean_dir if clean_only else dirty_dir, clean_dir))
     groups = page_groups([clean for _, clean in pages])
     if val_dirty or val_clean:
         if not (val_dirty and val_clean):
@@ -192,10 +218,16 @@ def train_from_folders(dirty_dir: str | Path, clean_dir: str | Path, out: str | 
         split = {"validation": f"page-group split, fraction {val_fraction}, seed {options.seed}",
                  "val_fraction": val_fraction,
                  "val_groups": len({groups[i] for i in val_idx}), "train_groups": len({groups[i] for i in train_idx})}
+    if clean_only and not (val_dirty or val_clean):
+        corrupt = _corruptor(options.noise, [])
+        val_pages = [(corrupt(clean, np.random.default_rng([options.seed, 7, i])), clean)
+                     for i, (_, clean) in enumerate(val_pages)]
+        split["validation"] += ", corrupted once by the noise recipe"
     if on_progress:
         on_progress({"event": "data", "train_pages": len(train_pages), "val_pages": len(val_pages), **split})
-    provenance = {"data": {"dirty": str(dirty_dir), "clean": str(clean_dir), "pairs": len(pages),
-                           "page_groups": len(set(groups)), **split}}
+    provenance = {"data": {"dirty": str(dirty_dir) if dirty_dir else "none (clean pages corrupted by the noise "
+                           "recipe)", "clean": str(clean_dir), "pairs": len(pages), "page_groups": len(set(groups)),
+                           **split}}
     provenance.update(train_kwargs.pop("provenance", None) or {})
     return train(train_pages, val_pages, out, options, provenance=provenance, on_progress=on_progress,
                  **train_kwargs)

@@ -462,3 +462,25 @@ def test_noisyoffice_pairs_load_and_group():
     groups = page_groups([clean for _, clean in pages])
     train_idx, val_idx = split_by_group(groups, 0.34, 0)
     assert not {groups[i] for i in train_idx} & {groups[i] for i in val_idx}
+
+
+def test_contractive_penalty_is_zero_for_a_constant_encoder_and_positive_otherwise():
+    from cleandoc.models import build_model
+    from cleandoc.train import contractive_penalty
+
+    torch.manual_seed(0)
+    x = torch.rand(2, 1, 32, 32)
+    model = build_model(TINY)
+    assert contractive_penalty(model, x).item() > 0
+    with torch.no_grad():  # weights zero, biases kept: the code no longer depends on the input
+        for name, parameter in model.named_parameters():
+            if name.startswith(("stem", "down", "enc")) and name.endswith("weight"):
+                parameter.zero_()
+    assert contractive_penalty(model, x).item() == 0
+
+
+def test_training_with_the_contractive_penalty_runs_and_records_it(pair_set, tmp_path):
+    dirty, clean = pair_set
+    options = TrainOptions(model=TINY, epochs=1, patch_size=32, batch_size=4, patches_per_epoch=8, contractive=0.1)
+    state = train_from_folders(dirty, clean, tmp_path / "m.safetensors", options)
+    assert state["epoch"] == 1 and load_model(tmp_path / "m.safetensors").info["options"]["contractive"] == 0.1
