@@ -174,7 +174,7 @@ def train(
     epochs: Annotated[int, typer.Option(min=1)] = 40,
     patch_size: Annotated[int, typer.Option(min=16, help="Side of the training patches.")] = 128,
     max_scale: Annotated[float, typer.Option(min=1.0, help="Rescale half the patches by up to this factor, "
-                                                           "up or down (1 turns rescaling off).")] = 1.3,
+                                                           "up or down (1: off; it blurs the targets).")] = 1.0,
     patches_per_epoch: Annotated[int, typer.Option(min=1)] = 2048,
     batch_size: Annotated[int, typer.Option(min=1)] = 16,
     lr: Annotated[float, typer.Option(min=0.0, help="Peak learning rate (warm-up, then cosine decay).")] = 2e-3,

@@ -121,7 +121,7 @@ class PatchSampler:
     known corruption process (the denoising-autoencoder idea), instead of taken from the real scan.
     """
 
-    def __init__(self, pages: list[tuple[np.ndarray, np.ndarray]], patch_size: int, max_scale: float = 1.3,
+    def __init__(self, pages: list[tuple[np.ndarray, np.ndarray]], patch_size: int, max_scale: float = 1.0,
                  rescale_probability: float = 0.5,
                  synthesize: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
                  synthetic_fraction: float = 0.0):

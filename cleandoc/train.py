@@ -30,7 +30,7 @@ class TrainOptions:
     model: dict = field(default_factory=lambda: {"arch": "unet", "widths": [32, 64, 128], "unshuffle": 2, "convs": 2})
     epochs: int = 40
     patch_size: int = 128
-    max_scale: float = 1.3  # half the patches are rescaled by up to this factor, up or down (1: never)
+    max_scale: float = 1.0  # half the patches are rescaled by up to this factor, up or down (1: never)
     patches_per_epoch: int = 2048
     batch_size: int = 16
     lr: float = 2e-3
@@ -137,6 +137,10 @@ def train(train_pages: list[tuple[np.ndarray, np.ndarray]], val_pages: list[tupl
     precision = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if dev.type == "cuda" else contextlib.nullcontext
     base_info = {"trained_by": f"cleandoc {__version__}", "parameters": count_parameters(model),
                  "train_pages": len(train_pages), "val_pages": len(val_pages), **(provenance or {})}
+    if init and not resume:
+        state.setdefault("init", str(init))
+    if state.get("init"):
+        base_info["initialised_from"] = state["init"]
 
     while state["epoch"] < options.epochs and not state.get("stopped_early"):
         epoch = state["epoch"] + 1
@@ -185,7 +189,6 @@ def train(train_pages: list[tuple[np.ndarray, np.ndarray]], val_pages: list[tupl
             save_checkpoint(ckpt, model, optimizer, state, info)
             break
     return state
-
 
 
 def train_from_folders(dirty_dir: str | Path | None, clean_dir: str | Path, out: str | Path, options: TrainOptions, *,
