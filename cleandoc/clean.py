@@ -13,7 +13,13 @@ from dataclasses import dataclass, field
 import torch
 
 from .files import Job
-from .imageio import DEFAULT_MAX_PIXELS, PageError, read_page, remove_stale_temporaries, write_page
+from .imageio import (
+    DEFAULT_MAX_PIXELS,
+    PageError,
+    read_page,
+    remove_stale_temporaries,
+    write_page,
+)
 from .tiling import run
 
 

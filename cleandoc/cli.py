@@ -14,7 +14,14 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from . import __version__
 
@@ -241,7 +248,7 @@ def train(
     except (PairingError, TrainingError, ModelFileError, ValueError) as exc:
         raise _fail(str(exc)) from None
     except KeyboardInterrupt:
-        raise _fail(f"interrupted; continue with the same command and --resume", 130) from None
+        raise _fail("interrupted; continue with the same command and --resume", 130) from None
     finally:
         if progress:
             progress.stop()

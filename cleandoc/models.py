@@ -12,7 +12,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-
 INPUT_SKIP_GAIN = 6.0
 
 

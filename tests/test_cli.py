@@ -21,11 +21,10 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
+from helpers import cli
 
 import cleandoc
 from cleandoc import imageio
-from cleandoc.cli import app
 from cleandoc.files import parse_shard, plan_jobs
 from cleandoc.imageio import read_page
 from cleandoc.store import load_model
@@ -35,15 +34,6 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 # --- helpers -------------------------------------------------------------------------------------------
-
-
-def cli(*args):
-    """Invoke the app in-process; an exception other than the exit itself fails the test with its traceback."""
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    assert "Traceback" not in result.output
-    return result
 
 
 def clean_cli(inputs, out: Path, model: Path, *extra):

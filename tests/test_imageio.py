@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 from cleandoc import imageio
-from cleandoc.imageio import PageError, image_size, read_page, remove_stale_temporaries, write_page
+from cleandoc.imageio import (
+    PageError,
+    image_size,
+    read_page,
+    remove_stale_temporaries,
+    write_page,
+)
 
 RNG = np.random.default_rng(0)
 

@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from cleandoc.inspect_model import GAP, filter_grid, filters_picture, first_layer_filters, model_card
+from cleandoc.inspect_model import (
+    GAP,
+    filter_grid,
+    filters_picture,
+    first_layer_filters,
+    model_card,
+)
 from cleandoc.models import build_model
 from cleandoc.store import load_model, save_model
 

@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 from cleandoc import noise
-from cleandoc.noise import CORRUPTIONS, DEFAULT_STRENGTH, NoiseBank, corrupt, parse_recipe, random_recipe
+from cleandoc.noise import (
+    CORRUPTIONS,
+    DEFAULT_STRENGTH,
+    NoiseBank,
+    corrupt,
+    parse_recipe,
+    random_recipe,
+)
 
 NAMES = sorted(CORRUPTIONS)
 USES_NO_RANDOMNESS = {"blur", "jpeg"}

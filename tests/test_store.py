@@ -15,8 +15,14 @@ from safetensors.torch import save_file
 
 from cleandoc import store
 from cleandoc.models import build_model
-from cleandoc.store import (ModelFileError, default_model_path, load_checkpoint, load_model, save_checkpoint,
-                            save_model)
+from cleandoc.store import (
+    ModelFileError,
+    default_model_path,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+    save_model,
+)
 
 CONFIG = {"arch": "unet", "widths": [8, 16], "unshuffle": 2, "convs": 1}
 

@@ -10,13 +10,26 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
+from helpers import cli
 
-from cleandoc.cli import app
-from cleandoc.data import PairingError, PatchSampler, find_pairs, load_pairs, page_groups, split_by_group
+from cleandoc.data import (
+    PairingError,
+    PatchSampler,
+    find_pairs,
+    load_pairs,
+    page_groups,
+    split_by_group,
+)
 from cleandoc.models import build_model
 from cleandoc.store import load_checkpoint, load_model
-from cleandoc.train import TrainingError, TrainOptions, checkpoint_path, pooled_rmse, train, train_from_folders
+from cleandoc.train import (
+    TrainingError,
+    TrainOptions,
+    checkpoint_path,
+    pooled_rmse,
+    train,
+    train_from_folders,
+)
 
 TINY = {"arch": "unet", "widths": [8, 16], "unshuffle": 2, "convs": 1}
 SHARED_DATA = Path(__file__).parents[1] / ".." / "shared" / "data" / "noisyoffice-kaggle"
@@ -92,14 +105,6 @@ def val_pages(pair_set, fraction: float = 0.2, seed: int = 0):
     pages = load_pairs(find_pairs(*pair_set))
     _, val = split_by_group(page_groups([c for _, c in pages]), fraction, seed)
     return [pages[i] for i in val]
-
-
-def cli(*args):
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    assert "Traceback" not in result.output
-    return result
 
 
 def train_cli(dirty: Path, clean: Path, out: Path, *extra):
