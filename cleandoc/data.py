@@ -70,11 +70,13 @@ def load_pairs(pairs: list[Pair], on_progress: Callable[[int, int], None] | None
     pages, problems = [], []
     for i, pair in enumerate(pairs):
         images = []
-        for path in (pair.dirty, pair.clean):
+        for path in dict.fromkeys((pair.dirty, pair.clean)):  # once when a page is its own target
             try:
                 images.append(read_page(path))
             except PageError as exc:
                 problems.append(f"{path}: {exc}")
+        if len(images) == 1 and pair.dirty == pair.clean:
+            images.append(images[0])
         if len(images) == 2:
             (dirty, clean) = images
             if dirty.shape != clean.shape:

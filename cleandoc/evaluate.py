@@ -13,7 +13,7 @@ import torch
 
 from .data import Pair, load_pairs
 from .imageio import write_atomically
-from .metrics import psnr, squared_error, ssim
+from .metrics import psnr, rmse, ssim
 from .tiling import run
 
 
@@ -33,14 +33,17 @@ class PageScore:
 class Report:
     pages: list[PageScore] = field(default_factory=list)
 
+    def _pooled(self, name: str) -> float:
+        """RMSE over every pixel of every page (the Kaggle metric), from the per-page figures."""
+        return math.sqrt(sum(getattr(p, name) ** 2 * p.pixels for p in self.pages) / sum(p.pixels for p in self.pages))
+
     @property
     def rmse(self) -> float:
-        """Pooled over every pixel of every page (the Kaggle metric)."""
-        return math.sqrt(sum(p.rmse ** 2 * p.pixels for p in self.pages) / sum(p.pixels for p in self.pages))
+        return self._pooled("rmse")
 
     @property
     def input_rmse(self) -> float:
-        return math.sqrt(sum(p.input_rmse ** 2 * p.pixels for p in self.pages) / sum(p.pixels for p in self.pages))
+        return self._pooled("input_rmse")
 
     def mean(self, name: str) -> float:
         return float(np.mean([getattr(p, name) for p in self.pages]))
@@ -62,9 +65,8 @@ def evaluate(pairs: list[Pair], model: torch.nn.Module, device: torch.device, *,
     for index, pair in enumerate(pairs):
         dirty, clean = load_pairs([pair])[0]
         cleaned = run(model, dirty, tile=tile, batch_size=batch_size, device=device, dtype=dtype)
-        score = PageScore(pair.name, clean.size, math.sqrt(squared_error(cleaned, clean) / clean.size),
-                          psnr(cleaned, clean), ssim(cleaned, clean),
-                          math.sqrt(squared_error(dirty, clean) / clean.size), psnr(dirty, clean), ssim(dirty, clean))
+        score = PageScore(pair.name, clean.size, rmse(cleaned, clean), psnr(cleaned, clean), ssim(cleaned, clean),
+                          rmse(dirty, clean), psnr(dirty, clean), ssim(dirty, clean))
         report.pages.append(score)
         if worst:
             item = (score.rmse, index, (score, dirty, cleaned, clean))

@@ -88,22 +88,14 @@ def test_sixteen_bit_png_scales_by_65535(tmp_path):
     np.testing.assert_allclose(page, [[0, 32768 / 65535, 1]], atol=1e-7)
 
 
-def test_color_png_becomes_gray(tmp_path):
-    bgr = np.zeros((10, 12, 3), dtype=np.uint8)
+@pytest.mark.parametrize("extension, shape, tolerance", [(".png", (10, 12), 1e-4), (".jpg", (16, 24), 0.02)])
+def test_color_page_becomes_gray(tmp_path, extension, shape, tolerance):
+    bgr = np.zeros((*shape, 3), dtype=np.uint8)
     bgr[:] = (30, 200, 10)
-    page = read_page(save(tmp_path / "page.png", encode(".png", bgr)))
+    page = read_page(save(tmp_path / f"page{extension}", encode(extension, bgr)))
     expected = (0.299 * 10 + 0.587 * 200 + 0.114 * 30) / 255
-    assert page.shape == (10, 12)
-    np.testing.assert_allclose(page, expected, atol=1e-4)
-
-
-def test_color_jpeg_becomes_gray(tmp_path):
-    bgr = np.zeros((16, 24, 3), dtype=np.uint8)
-    bgr[:] = (30, 200, 10)
-    page = read_page(save(tmp_path / "page.jpg", encode(".jpg", bgr)))
-    expected = (0.299 * 10 + 0.587 * 200 + 0.114 * 30) / 255
-    assert page.shape == (16, 24)
-    np.testing.assert_allclose(page, expected, atol=0.02)
+    assert page.shape == shape
+    np.testing.assert_allclose(page, expected, atol=tolerance)
 
 
 def test_alpha_composites_onto_white(tmp_path):
