@@ -4,8 +4,13 @@
 
 Quality: pooled RMSE, mean PSNR and SSIM on the validation page groups of the shared NoisyOffice pairs, split
 exactly as the model's training run split them (fraction and seed from the model file; skipped when the data
-is absent), and pooled RMSE on --synth rendered pages at --dpi with random degradations. Speed: seconds to clean one A4 page at 300 dpi (2480×3508), model only and end to end (read PNG,
-clean, write PNG), median of --repeats runs in this process, on this machine's CPU.
+is absent), and pooled RMSE on --synth rendered pages at --dpi with random degradations. Speed: seconds to
+clean one A4 page at 300 dpi (2480×3508), model only and end to end (read PNG, clean, write PNG), median of
+--repeats runs in this process, on this machine's CPU.
+
+    python bench/bench.py --compare A.safetensors B.safetensors ...
+
+scores several models side by side on the validation split (the table of what each training recipe is worth).
 """
 
 from __future__ import annotations
@@ -53,7 +58,9 @@ def a4_page(data: Path) -> np.ndarray:
     return page
 
 
-def quality(model: torch.nn.Module, data: Path) -> list[tuple[str, str, str]]:
+def validation_report(model: torch.nn.Module, data: Path):
+    """The model's scores on the validation page groups of its own training split (fraction and seed from
+    the model file), and a line saying which pages those are."""
     options = model.info.get("options", {})
     fraction = float(model.info.get("data", {}).get("val_fraction", 0.2))
     seed = int(options.get("seed", 0))
@@ -62,13 +69,51 @@ def quality(model: torch.nn.Module, data: Path) -> list[tuple[str, str, str]]:
     _, val = split_by_group(groups, fraction, seed)
     report, _ = evaluate([pairs[i] for i in val], model, torch.device("cpu"))
     n_groups = len({groups[i] for i in val})
-    where = f"validation split: {len(val)} pages, {n_groups} page groups never trained on (fraction {fraction}, seed {seed})"
+    return report, f"{len(val)} pages, {n_groups} page groups never trained on (fraction {fraction}, seed {seed})"
+
+
+def quality(model: torch.nn.Module, data: Path) -> list[tuple[str, str, str]]:
+    report, where = validation_report(model, data)
     return [
         ("pooled RMSE (lower is better)", f"{report.input_rmse:.4f}", f"{report.rmse:.4f}"),
         ("mean PSNR, dB", f"{report.mean('input_psnr'):.2f}", f"{report.mean('psnr'):.2f}"),
         ("mean SSIM", f"{report.mean('input_ssim'):.4f}", f"{report.mean('ssim'):.4f}"),
-        (where, "", ""),
+        (f"validation split: {where}", "", ""),
     ]
+
+
+def recipe(model: torch.nn.Module) -> str:
+    """How a model was trained, in a few words, from its file's metadata."""
+    options = model.info.get("options", {})
+    clean_only = str(model.info.get("data", {}).get("dirty", "")).startswith("none")
+    parts = ["clean pages only" if clean_only else "real pairs"]
+    if options.get("noise"):
+        share = "" if clean_only else f"{options.get('synthetic_fraction', 0):.0%} "
+        parts.append(f"{share}synthetic ({' + '.join(options['noise'])})")
+    parts.append(f"weight decay {options.get('weight_decay', 0):g}")
+    if options.get("contractive"):
+        parts.append(f"contractive {options['contractive']:g}")
+    return ", ".join(parts)
+
+
+def compare(paths: list[Path], data: Path) -> None:
+    """One row per model, all scored on the validation split their files name (it must be the same)."""
+    print("| model | trained on | best epoch of epochs × patches | validation RMSE | mean PSNR, dB | mean SSIM |")
+    print("|---|---|---|---:|---:|---:|")
+    splits = set()
+    for index, path in enumerate(paths):
+        model = load_model(path)
+        report, where = validation_report(model, data)
+        splits.add(where)
+        if index == 0:
+            print(f"| do nothing | | | {report.input_rmse:.4f} | {report.mean('input_psnr'):.2f} | "
+                  f"{report.mean('input_ssim'):.4f} |")
+        options = model.info.get("options", {})
+        budget = (f"{model.info.get('best_epoch', '?')} of {options.get('epochs', '?')} × "
+                  f"{options.get('patches_per_epoch', '?')}")
+        print(f"| {path.name} | {recipe(model)} | {budget} | {report.rmse:.4f} | {report.mean('psnr'):.2f} | "
+              f"{report.mean('ssim'):.4f} |")
+    print(f"\nvalidation: {' / '.join(sorted(splits))}")
 
 
 def synthetic(model: torch.nn.Module, pages: int, dpi: int) -> list[tuple[str, str, str]]:
@@ -114,7 +159,15 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--synth", type=int, default=3, metavar="N", help="synthetic pages to score (0: none)")
     parser.add_argument("--dpi", type=int, default=300, help="resolution of the synthetic pages")
+    parser.add_argument("--compare", type=Path, nargs="+", metavar="MODEL",
+                        help="only score these models side by side on the validation split, one row each")
     args = parser.parse_args()
+    if args.compare:
+        if not (args.data / "train").is_dir():
+            print(f"no data at {args.data}: nothing to compare on")
+            return 0
+        compare(args.compare, args.data)
+        return 0
     model = load_model(args.model)
     print(f"model: {model.source} ({model.config['arch']}, {count_parameters(model):,} parameters, "
           f"receptive radius {model.receptive_radius} px)")

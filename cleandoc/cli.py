@@ -197,6 +197,7 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run that writes OUTPUT, with the options "
                                                               "stored in its checkpoint.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    amp: Annotated[bool, typer.Option(help="Mixed precision (bf16 autocast) on CUDA.")] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors and the result.")] = False,
 ) -> None:
     """Train a model on (dirty, clean) page pairs, keeping the best by validation RMSE."""
@@ -215,7 +216,7 @@ def train(
                            patches_per_epoch=patches_per_epoch,
                            batch_size=batch_size, lr=lr, weight_decay=weight_decay, loss=loss.value,
                            patience=patience, seed=seed, noise=list(noise or []),
-                           synthetic_fraction=synthetic_fraction, contractive=contractive)
+                           synthetic_fraction=synthetic_fraction, contractive=contractive, amp=amp)
     progress = _progress(quiet)
     task = None
 

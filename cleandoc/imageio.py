@@ -119,6 +119,21 @@ def _tiff_size(data: bytes) -> tuple[int, int]:
     return size[256], size[257]
 
 
+def _tiff_page_count(data: bytes, limit: int = 1000) -> int:
+    """How many images (IFDs) a TIFF chains together; a broken or looping chain ends the count."""
+    order = "<" if data.startswith(b"II") else ">"
+    (ifd,) = struct.unpack_from(order + "I", data, 4)
+    seen: set[int] = set()
+    while ifd and ifd not in seen and len(seen) < limit:
+        seen.add(ifd)
+        try:
+            (count,) = struct.unpack_from(order + "H", data, ifd)
+            (ifd,) = struct.unpack_from(order + "I", data, ifd + 2 + 12 * count)
+        except struct.error:
+            break
+    return len(seen)
+
+
 def _webp_size(data: bytes) -> tuple[int, int]:
     chunk = data[12:16]
     if chunk == b"VP8 ":  # lossy: a key frame header after the 3-byte frame tag
@@ -186,6 +201,9 @@ def read_page(path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
         )
     if fmt == "PNG":
         _check_png_chunks(data)
+    if fmt == "TIFF" and (pages := _tiff_page_count(data)) > 1:
+        raise PageError(f"multi-page TIFF ({pages} pages): split it into one file per page first "
+                        "(e.g. with tiffsplit)")
 
     # Grayscale for JPEG lets OpenCV apply the EXIF orientation and convert CMYK; everything else is read
     # unchanged so 16-bit samples and alpha survive.

@@ -41,6 +41,7 @@ class TrainOptions:
     noise: list[str] = field(default_factory=list)  # corruption recipe for synthetic pairs, e.g. ["gaussian:0.1"]
     synthetic_fraction: float = 0.0  # share of patches corrupted on the fly from clean targets
     contractive: float = 0.0  # weight of the contractive penalty on the encoder
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
 
 
 class TrainingError(Exception):
@@ -86,6 +87,14 @@ def _corruptor(noise: list[str], real_pages: list[tuple[np.ndarray, np.ndarray]]
         return make_corruptor(recipe, bank)
     except ValueError as exc:
         raise TrainingError(str(exc)) from None
+
+
+def diverged(history: list[dict]) -> bool:
+    """True when the last epoch's training loss is over ten times the best earlier one: the run has blown up,
+    e.g. into a saturated all-white output where the gradients vanish and it never recovers (seen on a GPU
+    at a peak learning rate of 2e-3)."""
+    earlier = [h["train_loss"] for h in history[:-1]]
+    return bool(earlier) and history[-1]["train_loss"] > 10 * min(earlier)
 
 
 def _learning_rate(options: TrainOptions, step: int, total: int) -> float:
@@ -134,7 +143,9 @@ def train(train_pages: list[tuple[np.ndarray, np.ndarray]], val_pages: list[tupl
                            synthetic_fraction=options.synthetic_fraction)
     steps_per_epoch = max(1, options.patches_per_epoch // options.batch_size)
     total_steps = steps_per_epoch * options.epochs
-    precision = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if dev.type == "cuda" else contextlib.nullcontext
+    amp = dev.type == "cuda" and options.amp
+    precision = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if amp else contextlib.nullcontext
+    torch.backends.cudnn.benchmark = dev.type == "cuda"  # patches have one fixed shape: let cuDNN pick its kernels
     base_info = {"trained_by": f"cleandoc {__version__}", "parameters": count_parameters(model),
                  "train_pages": len(train_pages), "val_pages": len(val_pages), **(provenance or {})}
     if init and not resume:
@@ -184,6 +195,10 @@ def train(train_pages: list[tuple[np.ndarray, np.ndarray]], val_pages: list[tupl
         if on_progress:
             on_progress({"event": "epoch", **state["history"][-1], "epochs": options.epochs,
                          "best_rmse": state["best_rmse"], "best_epoch": state["best_epoch"], "improved": improved})
+        if diverged(state["history"]):
+            raise TrainingError(f"training diverged at epoch {epoch} (loss {state['history'][-1]['train_loss']:.4g}"
+                                f"); the best model, from epoch {state['best_epoch']}, is in {out}. Start again "
+                                f"with a lower --lr than {options.lr:g}")
         if options.patience and val_rmse is not None and epoch - state["best_epoch"] >= options.patience:
             state["stopped_early"] = True
             save_checkpoint(ckpt, model, optimizer, state, info)

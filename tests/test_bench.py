@@ -19,3 +19,26 @@ def test_bench_prints_a_table_without_shared_data(tiny_model_path, tmp_path):
     assert "quality skipped" in result.stdout
     assert "| figure | do nothing | cleandoc |" in result.stdout
     assert "synthetic A4 pages at 50 dpi" in result.stdout and "CPU s per A4 300-dpi page" in result.stdout
+
+
+def test_bench_compares_models_on_one_validation_split(tiny_model_path, tmp_path):
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for folder in ("train", "train_cleaned"):
+        (tmp_path / "data" / folder).mkdir(parents=True)
+    for i in range(5):  # five distinct clean pages: five page groups, one of them held out
+        clean = np.full((48, 64), 250, np.uint8)
+        clean[8 + i:20 + i, 10:50] = 30
+        dirty = np.clip(clean + rng.normal(0, 25, clean.shape), 0, 255).astype(np.uint8)
+        cv2.imwrite(str(tmp_path / "data" / "train" / f"{i}.png"), dirty)
+        cv2.imwrite(str(tmp_path / "data" / "train_cleaned" / f"{i}.png"), clean)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench.py"), "--data", str(tmp_path / "data"), "--compare",
+         str(tiny_model_path), str(tiny_model_path)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith(f"| {tiny_model_path.name} |")]
+    assert len(rows) == 2 and rows[0] == rows[1]
+    assert "| do nothing |" in result.stdout and "validation: 1 pages, 1 page groups" in result.stdout

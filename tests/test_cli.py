@@ -8,9 +8,7 @@ own stderr output and real tracebacks would also show.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
-import shutil
 import struct
 import subprocess
 import sys
@@ -21,7 +19,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from helpers import cli
+from helpers import cli, console_script, digests, page_pixels, write_image
 
 import cleandoc
 from cleandoc import imageio
@@ -38,24 +36,6 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 def clean_cli(inputs, out: Path, model: Path, *extra):
     return cli("clean", *inputs, "-o", out, "--model", model, "--device", "cpu", *extra)
-
-
-def page_pixels(height: int, width: int, seed: int = 0) -> np.ndarray:
-    """A page-like 8-bit image: light uneven paper with a few dark strokes."""
-    rng = np.random.default_rng(seed)
-    paper = np.linspace(200, 250, width)[None, :] + rng.normal(0, 6, (height, width))
-    for _ in range(max(2, height // 12)):
-        y, x = int(rng.integers(0, height - 3)), int(rng.integers(0, max(1, width - 12)))
-        paper[y:y + 2, x:x + int(rng.integers(4, 12))] = 30
-    return np.clip(paper, 0, 255).astype(np.uint8)
-
-
-def write_image(path: Path, pixels: np.ndarray, params: tuple[int, ...] = ()) -> Path:
-    ok, encoded = cv2.imencode(path.suffix.lower(), pixels, list(params))
-    assert ok, path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(encoded.tobytes())
-    return path
 
 
 def png_chunk(kind: bytes, payload: bytes) -> bytes:
@@ -76,11 +56,6 @@ def png_ihdr(path: Path) -> tuple[int, int, int, int]:
     return width, height, depth, colour
 
 
-def digests(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 def temporaries(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*") if p.name.endswith(".cleandoc-tmp")]
 
@@ -94,16 +69,6 @@ def dead_pid() -> int:
     process = subprocess.Popen(["true"])
     process.wait()
     return process.pid
-
-
-def console_script() -> str:
-    candidate = Path(sys.executable).with_name("cleandoc")
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which("cleandoc")
-    if found is None:
-        pytest.skip("the cleandoc console script is not installed")
-    return found
 
 
 # --- what gets read and written ------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import time
@@ -240,6 +241,17 @@ def test_png_with_bad_crc_is_refused_silently(tmp_path, capfd):
     with pytest.raises(PageError, match="truncated or corrupt PNG"):
         read_page(save(tmp_path / "flipped.png", bytes(data)))
     assert capfd.readouterr() == ("", "")
+
+
+def test_a_file_without_read_permission_is_refused(tmp_path, monkeypatch):
+    path = save(tmp_path / "locked.png", b"whatever")
+
+    def denied(*args, **kwargs):  # what open() does for a user without permission (root can read anything)
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+    monkeypatch.setattr(imageio, "open", denied, raising=False)
+    with pytest.raises(PageError, match="^cannot read: Permission denied$"):
+        read_page(path)
 
 
 def test_unreadable_paths_are_refused(tmp_path):

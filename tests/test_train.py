@@ -26,6 +26,7 @@ from cleandoc.train import (
     TrainingError,
     TrainOptions,
     checkpoint_path,
+    diverged,
     pooled_rmse,
     train,
     train_from_folders,
@@ -360,6 +361,56 @@ def test_unknown_architecture_is_a_training_error(tmp_path):
     with pytest.raises(TrainingError, match="unknown architecture"):
         train([(page, page)], [], tmp_path / "m.safetensors", tiny_options(model={"arch": "transformer"}),
               device="cpu")
+
+
+def test_diverged_flags_a_tenfold_jump_over_the_best_earlier_loss():
+    history = [{"train_loss": loss} for loss in (0.01, 0.002, 0.003)]
+    assert not diverged(history[:1]) and not diverged(history)
+    assert diverged(history + [{"train_loss": 0.0201}])
+    assert not diverged(history + [{"train_loss": 0.019}])
+
+
+def test_a_run_that_blows_up_stops_with_the_best_model_kept(pair_set, tmp_path, monkeypatch):
+    import cleandoc.train as training
+
+    real_loss, calls = training._loss, []
+    steps_per_epoch = tiny_options().patches_per_epoch // tiny_options().batch_size
+
+    def exploding_loss(*args):  # epoch 2 onwards: the loss a collapsed run reports
+        calls.append(1)
+        return real_loss(*args) * (1000 if len(calls) > steps_per_epoch else 1)
+
+    monkeypatch.setattr(training, "_loss", exploding_loss)
+    out = tmp_path / "m.safetensors"
+    with pytest.raises(TrainingError, match="diverged at epoch 2 .*the best model.*lower --lr"):
+        train_from_folders(*pair_set, out, tiny_options(), device="cpu")  # 3 epochs asked for
+    assert load_model(out).info["epoch"] <= 2
+    assert load_checkpoint(checkpoint_path(out))[2]["epoch"] == 2
+
+
+def test_a_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(pair_set, tmp_path, monkeypatch):
+    import cleandoc.train as training
+
+    real_loss, calls = training._loss, []
+    steps_per_epoch = tiny_options().patches_per_epoch // tiny_options().batch_size
+
+    def nan_in_epoch_two(*args):
+        calls.append(1)
+        return real_loss(*args) * (float("nan") if len(calls) == steps_per_epoch + 3 else 1)
+
+    monkeypatch.setattr(training, "_loss", nan_in_epoch_two)
+    out = tmp_path / "m.safetensors"
+    with pytest.raises(TrainingError, match="loss became nan at epoch 2; lower --lr. The last good checkpoint"):
+        train_from_folders(*pair_set, out, tiny_options(), device="cpu")
+    model, _, state = load_checkpoint(checkpoint_path(out))
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_train_command_records_mixed_precision_off(pair_set, tmp_path):
+    out = tmp_path / "m.safetensors"
+    assert train_cli(*pair_set, out, "--epochs", "1", "--no-amp", "-q").exit_code == 0
+    assert load_model(out).info["options"]["amp"] is False
 
 
 # --- the train command ----------------------------------------------------------------------------------------
