@@ -12,6 +12,7 @@ import contextlib
 import os
 import re
 import secrets
+import stat
 import struct
 import zlib
 from pathlib import Path
@@ -184,7 +185,10 @@ def _reason(exc: OSError) -> str:
 def read_page(path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read an image file as a 2-D float32 array in [0, 1] (H x W), 1 = white paper."""
     try:
-        with open(path, "rb") as file:
+        # Opened without blocking and checked: a FIFO or a device under an image's name would hang or never end.
+        with open(path, "rb", opener=lambda name, flags: os.open(name, flags | os.O_NONBLOCK)) as file:
+            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                raise PageError("not a regular file")
             data = file.read()
     except IsADirectoryError:
         raise PageError("is a directory") from None

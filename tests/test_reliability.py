@@ -179,6 +179,13 @@ def test_multi_page_tiff_is_refused_with_its_page_count(tmp_path):
     assert read_page(tmp_path / "one.tif").shape == (20, 30)
 
 
+def test_a_fifo_named_like_a_page_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    with pytest.raises(PageError, match="^not a regular file$"):
+        read_page(fifo)
+
+
 def test_extreme_shapes_unicode_names_and_a_full_disk(tmp_path, tiny_model_path, monkeypatch):
     src, out = tmp_path / "in", tmp_path / "out"
     rng = np.random.default_rng(0)
