@@ -10,13 +10,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from .files import Job
 from .imageio import (
     DEFAULT_MAX_PIXELS,
     PageError,
-    read_page,
+    read_gray,
     remove_stale_temporaries,
     write_page,
 )
@@ -61,9 +62,11 @@ def clean_page(job: Job, model: torch.nn.Module, options: CleanOptions, device: 
     if job.output.exists() and not options.overwrite:
         return PageResult(job, "skipped", "output exists (use --overwrite to replace it)")
     try:
-        page = read_page(job.source, options.max_pixels)
+        page = read_gray(job.source, options.max_pixels)
+        megapixels = page.size / 1e6
         cleaned = run(model, page, tile=options.tile, batch_size=options.batch_size, device=device,
-                      dtype=options.dtype)
+                      dtype=options.dtype, out_dtype=np.uint8)
+        del page  # a huge scan's input is not needed while its output is encoded: peak memory drops by its size
         job.output.parent.mkdir(parents=True, exist_ok=True)
         write_page(job.output, cleaned)
     except PageError as exc:
@@ -72,7 +75,7 @@ def clean_page(job: Job, model: torch.nn.Module, options: CleanOptions, device: 
         return PageResult(job, "failed", f"cannot write output: {exc.strerror or exc}")
     except torch.cuda.OutOfMemoryError:
         return PageResult(job, "failed", "out of GPU memory (try a smaller --tile or --batch-size)")
-    return PageResult(job, "cleaned", megapixels=page.size / 1e6, seconds=time.perf_counter() - started)
+    return PageResult(job, "cleaned", megapixels=megapixels, seconds=time.perf_counter() - started)
 
 
 def clean_pages(jobs: list[Job], model: torch.nn.Module, options: CleanOptions, device: torch.device,

@@ -184,6 +184,13 @@ def _reason(exc: OSError) -> str:
 
 def read_page(path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read an image file as a 2-D float32 array in [0, 1] (H x W), 1 = white paper."""
+    return to_unit_float(read_gray(path, max_pixels))
+
+
+def read_gray(path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read an image file as one gray plane (H x W), 1 = white paper, in the cheapest exact type: 8- and
+    16-bit gray pages stay uint8 or uint16 (a 20000 x 20000 scan stays 400 MB instead of 1.6 GB as floats);
+    colour, alpha and float pages become float32 in [0, 1]."""
     try:
         # Opened without blocking and checked: a FIFO or a device under an image's name would hang or never end.
         with open(path, "rb", opener=lambda name, flags: os.open(name, flags | os.O_NONBLOCK)) as file:
@@ -221,17 +228,27 @@ def read_page(path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     decoded = (pixels.shape[1], pixels.shape[0])
     if decoded != (width, height) and not (fmt == "JPEG" and decoded == (height, width)):
         raise PageError(f"truncated or corrupt {fmt}")
-    return np.ascontiguousarray(_to_gray(_to_unit_float(pixels, fmt)), dtype=np.float32)
+    if pixels.dtype not in (np.uint8, np.uint16) and pixels.dtype.kind != "f":
+        raise PageError(f"unsupported {fmt} sample type {pixels.dtype}")
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[..., 0]
+    if pixels.ndim == 2 and pixels.dtype.kind == "u":
+        return pixels
+    return np.ascontiguousarray(_to_gray(to_unit_float(pixels)), dtype=np.float32)
 
 
-def _to_unit_float(pixels: np.ndarray, fmt: str) -> np.ndarray:
+def to_unit_float(pixels: np.ndarray) -> np.ndarray:
+    """Samples as float32 in [0, 1]: 8- and 16-bit integers scaled by their full range, floats clipped."""
     if pixels.dtype == np.uint8:
         return pixels.astype(np.float32) / 255
     if pixels.dtype == np.uint16:
         return pixels.astype(np.float32) / 65535
-    if pixels.dtype.kind == "f":
-        return np.clip(pixels.astype(np.float32), 0, 1)
-    raise PageError(f"unsupported {fmt} sample type {pixels.dtype}")
+    return np.clip(pixels.astype(np.float32, copy=False), 0, 1)
+
+
+def to_uint8(page: np.ndarray) -> np.ndarray:
+    """A float page in [0, 1] as 8-bit samples, rounded to nearest and clipped."""
+    return np.clip(np.rint(page * 255), 0, 255).astype(np.uint8)
 
 
 def _to_gray(page: np.ndarray) -> np.ndarray:
@@ -254,7 +271,7 @@ def _to_gray(page: np.ndarray) -> np.ndarray:
 
 
 def write_page(path, page: np.ndarray) -> None:
-    """Write a float page in [0, 1] as 8-bit grayscale, in the format named by the path's extension.
+    """Write a page (uint8, or float in [0, 1]) as 8-bit grayscale, in the format named by the path's extension.
 
     The page is encoded in memory and lands under its real name only by an atomic rename, so a reader (or a
     resumed run) never finds a partial file there.
@@ -263,7 +280,7 @@ def write_page(path, page: np.ndarray) -> None:
     extension = path.suffix.lower()
     if extension not in _WRITE_EXTENSIONS:
         raise ValueError(f"cannot write {path.suffix!r} files; use one of {sorted(_WRITE_EXTENSIONS)}")
-    pixels = np.clip(np.rint(page * 255), 0, 255).astype(np.uint8)
+    pixels = page if page.dtype == np.uint8 else to_uint8(page)
     params = [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY] if extension in (".jpg", ".jpeg") else []
     try:
         ok, encoded = cv2.imencode(extension, pixels, params)
@@ -273,12 +290,12 @@ def write_page(path, page: np.ndarray) -> None:
         raise PageError(f"cannot write: {extension} encoding failed")
 
     try:
-        write_atomically(path, encoded.tobytes())
+        write_atomically(path, encoded.data)
     except OSError as exc:
         raise PageError(f"cannot write: {_reason(exc)}") from exc
 
 
-def write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes | memoryview) -> None:
     """Write bytes under a temporary name in the same folder, fsync, then rename onto `path`: whoever
     looks (a reader, a resumed run, a crash) finds the old file or the complete new one, never a torn one."""
     temporary = temporary_name(path)

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
+from .imageio import to_uint8, to_unit_float
+
 DEFAULT_TILE_CPU = 512
 DEFAULT_TILE_CUDA = 1024
 
@@ -54,15 +56,17 @@ def _batches(items: list, size: int) -> Iterator[list]:
 
 def run(model: torch.nn.Module, page: np.ndarray, tile: int = 0, batch_size: int = 4,
         device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
-        on_tile: Callable[[int, int], None] | None = None) -> np.ndarray:
-    """Clean a H×W float32 page in [0, 1] with `model` (already on `device`) and return the result.
+        out_dtype: type = np.float32, on_tile: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Clean a H×W page (float in [0, 1], or uint8/uint16 samples) with `model` (already on `device`).
 
     tile: the core size kept from each window (0 picks a size for the device); rounded up to the
     model's size multiple. dtype: autocast precision (e.g. torch.float16 on CUDA), None for float32.
-    on_tile(done, total) is called after each batch.
+    out_dtype: np.float32 for a page in [0, 1], or np.uint8 to quantise tile by tile, so that a huge page
+    never exists as floats (only one batch of windows does). on_tile(done, total) is called after each batch.
     """
     if page.ndim != 2:
         raise ValueError(f"expected a 2-D page, got shape {page.shape}")
+    model.to(memory_format=torch.channels_last)  # same weights, in the layout fast convolutions want (~1.4x on CPU)
     device = torch.device(device)
     multiple = model.size_multiple
     tile = tile or (DEFAULT_TILE_CUDA if device.type == "cuda" else DEFAULT_TILE_CPU)
@@ -74,19 +78,20 @@ def run(model: torch.nn.Module, page: np.ndarray, tile: int = 0, batch_size: int
     win_h, win_w, cores = _windows(padded_h, padded_w, tile, halo)
     rows = np.minimum(np.arange(padded_h), height - 1)
     cols = np.minimum(np.arange(padded_w), width - 1)
-    out = np.empty((height, width), dtype=np.float32)
+    out = np.empty((height, width), dtype=out_dtype)
     done = 0
     for batch in _batches(cores, batch_size):
         origins = [(min(max(y - halo, 0), padded_h - win_h), min(max(x - halo, 0), padded_w - win_w))
                    for y, x in batch]
         stack = np.stack([page[np.ix_(rows[oy:oy + win_h], cols[ox:ox + win_w])] for oy, ox in origins])
-        inputs = torch.from_numpy(stack.astype(np.float32, copy=False))[:, None].to(device, non_blocking=True)
+        inputs = torch.from_numpy(to_unit_float(stack))[:, None].to(device, non_blocking=True)
         precision = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
         with torch.inference_mode(), precision:
             result = model(inputs).float().cpu().numpy()[:, 0]
         for (y, x), (oy, ox), window in zip(batch, origins, result):
             y_end, x_end = min(y + tile, height), min(x + tile, width)
-            out[y:y_end, x:x_end] = window[y - oy:y_end - oy, x - ox:x_end - ox]
+            core = window[y - oy:y_end - oy, x - ox:x_end - ox]
+            out[y:y_end, x:x_end] = to_uint8(core) if out_dtype == np.uint8 else core
         done += len(batch)
         if on_tile:
             on_tile(done, len(cores))
@@ -99,7 +104,7 @@ def run_whole(model: torch.nn.Module, page: np.ndarray, device: str | torch.devi
     multiple = model.size_multiple
     height, width = page.shape
     pad = ((0, -height % multiple), (0, -width % multiple))
-    padded = np.pad(page.astype(np.float32, copy=False), pad, mode="edge")
+    padded = np.pad(to_unit_float(page), pad, mode="edge")
     with torch.inference_mode():
         result = model(torch.from_numpy(padded)[None, None].to(device))
     return result[0, 0, :height, :width].float().cpu().numpy()

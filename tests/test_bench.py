@@ -42,3 +42,14 @@ def test_bench_compares_models_on_one_validation_split(tiny_model_path, tmp_path
     rows = [line for line in result.stdout.splitlines() if line.startswith(f"| {tiny_model_path.name} |")]
     assert len(rows) == 2 and rows[0] == rows[1]
     assert "| do nothing |" in result.stdout and "validation: 1 pages, 1 page groups" in result.stdout
+
+
+def test_speed_bench_prints_its_table(tiny_model_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "speed.py"), "--model", str(tiny_model_path), "--pages", "1",
+         "--huge", "3000"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    assert "| 1 A4 300-dpi pages | s per page | pages per s | ratio to unpaper | peak RSS, MB |" in result.stdout
+    assert "| cleandoc clean (folder, PNG → PNG) |" in result.stdout
+    assert "| cleandoc clean, one 3000×3000 page (9 MP) |" in result.stdout

@@ -14,6 +14,7 @@ from cleandoc import imageio
 from cleandoc.imageio import (
     PageError,
     image_size,
+    read_gray,
     read_page,
     remove_stale_temporaries,
     write_page,
@@ -81,6 +82,17 @@ def test_gray_png_reads_exactly(tmp_path):
     page = read_page(save(tmp_path / "page.png", encode(".png", pixels)))
     assert page.dtype == np.float32 and page.shape == pixels.shape and page.flags.c_contiguous
     np.testing.assert_array_equal(page, pixels.astype(np.float32) / 255)
+
+
+def test_gray_pages_keep_their_integer_type_and_colour_becomes_float(tmp_path):
+    gray = np.arange(12 * 10, dtype=np.uint8).reshape(12, 10)
+    cv2.imwrite(str(tmp_path / "g8.png"), gray)
+    cv2.imwrite(str(tmp_path / "g16.png"), gray.astype(np.uint16) * 257)
+    cv2.imwrite(str(tmp_path / "rgb.png"), np.dstack([gray, gray, gray]))
+    np.testing.assert_array_equal(read_gray(tmp_path / "g8.png"), gray)
+    assert read_gray(tmp_path / "g16.png").dtype == np.uint16
+    rgb = read_gray(tmp_path / "rgb.png")
+    assert rgb.dtype == np.float32 and np.abs(rgb - gray / 255).max() < 1e-6
 
 
 def test_sixteen_bit_png_scales_by_65535(tmp_path):

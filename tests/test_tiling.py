@@ -104,6 +104,20 @@ def test_float64_page_accepted_and_result_float32():
     assert np.abs(out - tiling.run_whole(model, page.astype(np.float32))).max() <= TOLERANCE
 
 
+@pytest.mark.parametrize(("dtype", "full_scale"), [(np.uint8, 255), (np.uint16, 65535)])
+def test_integer_pages_and_uint8_output_match_the_float_path(dtype, full_scale):
+    """A page can stay in its stored integer type and the output be quantised tile by tile (how `clean` keeps
+    a huge page small) with the same result as converting everything to floats first."""
+    model = tiny_model("unet")
+    samples = np.rint(make_page(70, 90) * full_scale).astype(dtype)
+    as_float = samples.astype(np.float32) / full_scale
+    expected = tiling.run(model, as_float, tile=16, batch_size=2)
+    assert np.abs(tiling.run(model, samples, tile=16, batch_size=2) - expected).max() <= 1e-6
+    quantised = tiling.run(model, samples, tile=16, batch_size=2, out_dtype=np.uint8)
+    assert quantised.dtype == np.uint8
+    np.testing.assert_array_equal(quantised, np.clip(np.rint(expected * 255), 0, 255).astype(np.uint8))
+
+
 def test_rejects_non_2d_page():
     with pytest.raises(ValueError):
         tiling.run(tiny_model("unet"), np.zeros((4, 4, 3), dtype=np.float32))
