@@ -35,12 +35,11 @@ def timed(command: list[str]) -> tuple[float, float]:
     with tempfile.TemporaryFile() as errors:
         started = time.perf_counter()
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors)
-        _, status, usage = os.wait4(process.pid, 0)
+        _, status, usage = os.wait4(process.pid, 0)  # wait4: this child's own peak memory
         seconds = time.perf_counter() - started
-        process.returncode = os.waitstatus_to_exitcode(status)
-        if process.returncode != 0:
+        if (code := os.waitstatus_to_exitcode(status)) != 0:
             errors.seek(0)
-            raise SystemExit(f"{' '.join(command)} failed ({process.returncode}):\n{errors.read().decode(errors='replace')}")
+            raise SystemExit(f"{' '.join(command)} failed ({code}):\n{errors.read().decode(errors='replace')}")
     return seconds, usage.ru_maxrss / 1024  # ru_maxrss is in KB on Linux
 
 

@@ -66,7 +66,8 @@ def run(model: torch.nn.Module, page: np.ndarray, tile: int = 0, batch_size: int
     """
     if page.ndim != 2:
         raise ValueError(f"expected a 2-D page, got shape {page.shape}")
-    model.to(memory_format=torch.channels_last)  # same weights, in the layout fast convolutions want (~1.4x on CPU)
+    model.to(memory_format=torch.channels_last)  # same weights, laid out for faster convolutions (bench.py, CPU:
+    # 34.30 s per A4 page against 39.75 s)
     device = torch.device(device)
     multiple = model.size_multiple
     tile = tile or (DEFAULT_TILE_CUDA if device.type == "cuda" else DEFAULT_TILE_CPU)

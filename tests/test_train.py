@@ -370,17 +370,25 @@ def test_diverged_flags_a_tenfold_jump_over_the_best_earlier_loss():
     assert not diverged(history + [{"train_loss": 0.019}])
 
 
-def test_a_run_that_blows_up_stops_with_the_best_model_kept(pair_set, tmp_path, monkeypatch):
+def scale_the_loss(monkeypatch, factor_at_call) -> None:
+    """Make the training loop see its real loss times factor_at_call(n) at its n-th loss computation (from 1)."""
     import cleandoc.train as training
 
     real_loss, calls = training._loss, []
-    steps_per_epoch = tiny_options().patches_per_epoch // tiny_options().batch_size
 
-    def exploding_loss(*args):  # epoch 2 onwards: the loss a collapsed run reports
+    def scaled(*args):
         calls.append(1)
-        return real_loss(*args) * (1000 if len(calls) > steps_per_epoch else 1)
+        return real_loss(*args) * factor_at_call(len(calls))
 
-    monkeypatch.setattr(training, "_loss", exploding_loss)
+    monkeypatch.setattr(training, "_loss", scaled)
+
+
+STEPS_PER_EPOCH = tiny_options().patches_per_epoch // tiny_options().batch_size
+
+
+def test_a_run_that_blows_up_stops_with_the_best_model_kept(pair_set, tmp_path, monkeypatch):
+    # epoch 2 onwards: the loss a collapsed run reports
+    scale_the_loss(monkeypatch, lambda call: 1000 if call > STEPS_PER_EPOCH else 1)
     out = tmp_path / "m.safetensors"
     with pytest.raises(TrainingError, match="diverged at epoch 2 .*the best model.*lower --lr"):
         train_from_folders(*pair_set, out, tiny_options(), device="cpu")  # 3 epochs asked for
@@ -389,16 +397,7 @@ def test_a_run_that_blows_up_stops_with_the_best_model_kept(pair_set, tmp_path, 
 
 
 def test_a_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(pair_set, tmp_path, monkeypatch):
-    import cleandoc.train as training
-
-    real_loss, calls = training._loss, []
-    steps_per_epoch = tiny_options().patches_per_epoch // tiny_options().batch_size
-
-    def nan_in_epoch_two(*args):
-        calls.append(1)
-        return real_loss(*args) * (float("nan") if len(calls) == steps_per_epoch + 3 else 1)
-
-    monkeypatch.setattr(training, "_loss", nan_in_epoch_two)
+    scale_the_loss(monkeypatch, lambda call: float("nan") if call == STEPS_PER_EPOCH + 3 else 1)
     out = tmp_path / "m.safetensors"
     with pytest.raises(TrainingError, match="loss became nan at epoch 2; lower --lr. The last good checkpoint"):
         train_from_folders(*pair_set, out, tiny_options(), device="cpu")
