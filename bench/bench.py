@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 import torch
 
-from cleandoc.clean import CleanOptions, clean_page
+from cleandoc.clean import CleanOptions, clean_pages
 from cleandoc.data import find_pairs, load_pairs, page_groups, split_by_group
 from cleandoc.evaluate import evaluate
 from cleandoc.files import Job
@@ -140,7 +140,7 @@ def speed(model: torch.nn.Module, page: np.ndarray, repeats: int) -> list[tuple[
         for i in range(repeats):
             job = Job(source, Path(folder) / f"out{i}.png")
             started = time.perf_counter()
-            result = clean_page(job, model, CleanOptions(), torch.device("cpu"))
+            [result] = clean_pages([job], model, CleanOptions(), torch.device("cpu")).results
             end_to_end.append(time.perf_counter() - started)
             assert result.status == "cleaned", result.reason
         started = time.perf_counter()

@@ -3,7 +3,8 @@
 Every model maps a grayscale page in [0, 1] (shape B×1×H×W) to its clean version and is strictly local:
 only convolutions and fixed resamplings, no normalisation statistics, no global pooling. Each one states
 `receptive_radius` (how far, in input pixels, an output pixel can see) and `size_multiple` (H and W must be
-multiples of it), which is all the tiler needs to cut a page into tiles whose stitched result is exact.
+multiples of it), which is all the tiler needs to cut a page into tiles whose stitched result is exact, and
+`features_per_pixel`, which tells it how activation memory grows with the tile.
 """
 
 from __future__ import annotations
@@ -77,6 +78,11 @@ class UNet(nn.Module):
         return self.unshuffle * 2 ** len(self.down)
 
     @property
+    def features_per_pixel(self) -> float:
+        """Feature values per input pixel in one layer of every level: activation memory is a small multiple."""
+        return sum(width / (self.unshuffle * 2**level) ** 2 for level, width in enumerate(self.config["widths"]))
+
+    @property
     def receptive_radius(self) -> int:
         """An upper bound, in input pixels, on how far from an output pixel its inputs can lie."""
         convs = self.config["convs"]
@@ -137,6 +143,12 @@ class ConvDAE(nn.Module):
     @property
     def size_multiple(self) -> int:
         return 2 ** (len(self.config["widths"]))
+
+    @property
+    def features_per_pixel(self) -> float:
+        """As for the U-Net, plus the decoder's last layer at full resolution."""
+        widths = self.config["widths"]
+        return widths[0] + sum(width / 4 ** (level + 1) for level, width in enumerate(widths))
 
     @property
     def receptive_radius(self) -> int:

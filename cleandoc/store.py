@@ -22,7 +22,8 @@ from .models import build_model
 
 FORMAT_NAME = "cleandoc-model"
 FORMAT_VERSION = 1
-DEFAULT_MODEL_NAME = "default.safetensors"
+# The shipped models, by the name `--model` accepts: the best one (the default) and a much faster, less accurate one.
+SHIPPED_MODELS = ("default", "fast")
 _MAX_HEADER_BYTES = 64 * 1024 * 1024
 _OPTIMIZER_PREFIX = "optimizer."
 
@@ -34,12 +35,12 @@ class ModelFileError(Exception):
         super().__init__(f"{path}: {reason}")
 
 
-def default_model_path() -> Path:
-    """The shipped model: inside the installed package (wheel), or in `models/` of a source checkout."""
-    packaged = Path(__file__).parent / "_models" / DEFAULT_MODEL_NAME
+def shipped_model_path(name: str = "default") -> Path:
+    """A shipped model: inside the installed package (wheel), or in `models/` of a source checkout."""
+    packaged = Path(__file__).parent / "_models" / f"{name}.safetensors"
     if packaged.exists():
         return packaged
-    return Path(__file__).resolve().parent.parent / "models" / DEFAULT_MODEL_NAME
+    return Path(__file__).resolve().parent.parent / "models" / f"{name}.safetensors"
 
 
 def _save(path: Path, data: bytes) -> None:
@@ -144,13 +145,15 @@ def _rebuild(path: Path, tensors: dict[str, torch.Tensor], metadata: dict) -> to
 
 
 def load_model(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """Rebuild a model from a file we saved (the shipped default when `path` is None), in eval mode.
+    """Rebuild a model from a file we saved, or a shipped model by name ("default" when `path` is None; a
+    file called like one is reached as ./NAME), in eval mode.
 
     The model gets `.info` (provenance and figures from the file), `.source` (the path) and
     `.format_version`."""
-    path = Path(path) if path is not None else default_model_path()
+    shipped = path is None or str(path) in SHIPPED_MODELS
+    path = shipped_model_path(str(path or "default")) if shipped else Path(path)
     if not path.exists():
-        hint = " (the shipped model is missing from this installation)" if path == default_model_path() else ""
+        hint = " (the shipped model is missing from this installation)" if shipped else ""
         raise ModelFileError(path, f"no such model file{hint}")
     tensors, metadata = _read_file(path)
     return _rebuild(path, tensors, metadata).to(device)

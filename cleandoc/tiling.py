@@ -16,10 +16,15 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
-from .imageio import to_uint8, to_unit_float
+from .imageio import to_unit_float
 
 DEFAULT_TILE_CPU = 512
 DEFAULT_TILE_CUDA = 1024
+# Feature values in one batch of windows that the automatic tile size allows: the default model's 4 windows of
+# 656² on the CPU, measured at about 600 MB of activations. A light model gets bigger windows within it, and
+# the whole page when it fits: the fast model then recomputes no halo (model only, 2 cores: 0.8 s per A4 page
+# against 1.6-1.8 s with 1024-1760 px tiles, timed ad hoc around this function).
+FEATURES_IN_FLIGHT = 36_000_000
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -43,6 +48,16 @@ def halo_for(model: torch.nn.Module) -> int:
     return math.ceil(model.receptive_radius / multiple) * multiple
 
 
+def default_tile(model: torch.nn.Module, device: torch.device, page_shape: tuple[int, int], batch_size: int) -> int:
+    """The tile size `run` uses when none is given: the whole page if its features fit FEATURES_IN_FLIGHT
+    (no halo recomputed at all), else the biggest tile whose batch of windows fits, and at least the device's
+    default."""
+    if page_shape[0] * page_shape[1] * model.features_per_pixel <= FEATURES_IN_FLIGHT:
+        return max(page_shape)
+    side = math.isqrt(int(FEATURES_IN_FLIGHT / (batch_size * model.features_per_pixel)))
+    return max(DEFAULT_TILE_CUDA if device.type == "cuda" else DEFAULT_TILE_CPU, side - 2 * halo_for(model))
+
+
 def _windows(height: int, width: int, tile: int, halo: int) -> tuple[int, int, list[tuple[int, int]]]:
     """Window size and the top-left corners of the tile cores covering a (padded) page."""
     win_h, win_w = min(tile + 2 * halo, height), min(tile + 2 * halo, width)
@@ -54,46 +69,83 @@ def _batches(items: list, size: int) -> Iterator[list]:
         yield items[start:start + size]
 
 
+def _to_model_input(samples: torch.Tensor) -> torch.Tensor:
+    """Pixels as floats in [0, 1], computed where they already are (on the GPU, after a 1-byte-per-pixel copy);
+    the same arithmetic as `imageio.to_unit_float`."""
+    if samples.dtype == torch.uint8:
+        return samples.float() / 255
+    if samples.dtype == torch.uint16:
+        return samples.float() / 65535
+    return samples.float().clamp(0, 1)
+
+
+def _window(page: np.ndarray, oy: int, ox: int, win_h: int, win_w: int) -> np.ndarray:
+    """One window of the page; rows and columns past its edge (up to the size multiple) repeat the last one."""
+    height, width = page.shape
+    if oy + win_h <= height and ox + win_w <= width:
+        return page[oy:oy + win_h, ox:ox + win_w]
+    rows = np.minimum(np.arange(oy, oy + win_h), height - 1)
+    cols = np.minimum(np.arange(ox, ox + win_w), width - 1)
+    return page[np.ix_(rows, cols)]
+
+
 def run(model: torch.nn.Module, page: np.ndarray, tile: int = 0, batch_size: int = 4,
         device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
-        out_dtype: type = np.float32, on_tile: Callable[[int, int], None] | None = None) -> np.ndarray:
+        out_dtype: type = np.float32, out: np.ndarray | None = None,
+        on_tile: Callable[[int, int], None] | None = None) -> np.ndarray:
     """Clean a H×W page (float in [0, 1], or uint8/uint16 samples) with `model` (already on `device`).
 
-    tile: the core size kept from each window (0 picks a size for the device); rounded up to the
-    model's size multiple. dtype: autocast precision (e.g. torch.float16 on CUDA), None for float32.
-    out_dtype: np.float32 for a page in [0, 1], or np.uint8 to quantise tile by tile, so that a huge page
-    never exists as floats (only one batch of windows does). on_tile(done, total) is called after each batch.
+    tile: the core size kept from each window (0: `default_tile`); rounded up to the model's size multiple.
+    dtype: autocast precision (e.g. torch.float16 on CUDA), None for float32.
+    out_dtype: np.float32 for a page in [0, 1], or np.uint8, quantised on the device, so only one byte per
+    pixel travels back and a huge page never exists as floats. out: an H×W array to fill instead of a new one,
+    possibly `page` itself: results are held back until no later window reads their rows, so a huge uint8
+    page is cleaned in its own memory. on_tile(done, total) is called after each batch.
     """
     if page.ndim != 2:
         raise ValueError(f"expected a 2-D page, got shape {page.shape}")
+    height, width = page.shape
+    if out is None:
+        out = np.empty((height, width), dtype=out_dtype)
+    elif out.shape != page.shape or out.dtype not in (np.uint8, np.float32):
+        raise ValueError(f"out must be a {height}x{width} uint8 or float32 array")
     model.to(memory_format=torch.channels_last)  # same weights, laid out for faster convolutions (bench.py, CPU:
     # 34.30 s per A4 page against 39.75 s)
     device = torch.device(device)
     multiple = model.size_multiple
-    tile = tile or (DEFAULT_TILE_CUDA if device.type == "cuda" else DEFAULT_TILE_CPU)
+    tile = tile or default_tile(model, device, page.shape, batch_size)
     tile = math.ceil(tile / multiple) * multiple
     halo = halo_for(model)
-    height, width = page.shape
     # The page is seen as if edge-padded to a multiple of the model's size multiple.
     padded_h, padded_w = math.ceil(height / multiple) * multiple, math.ceil(width / multiple) * multiple
     win_h, win_w, cores = _windows(padded_h, padded_w, tile, halo)
-    rows = np.minimum(np.arange(padded_h), height - 1)
-    cols = np.minimum(np.arange(padded_w), width - 1)
-    out = np.empty((height, width), dtype=out_dtype)
+    origins = [(min(max(y - halo, 0), padded_h - win_h), min(max(x - halo, 0), padded_w - win_w)) for y, x in cores]
+    precision = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+    quantise = out.dtype == np.uint8
+    held: list[tuple[int, int, np.ndarray]] = []  # finished cores whose rows a later window may still read
     done = 0
-    for batch in _batches(cores, batch_size):
-        origins = [(min(max(y - halo, 0), padded_h - win_h), min(max(x - halo, 0), padded_w - win_w))
-                   for y, x in batch]
-        stack = np.stack([page[np.ix_(rows[oy:oy + win_h], cols[ox:ox + win_w])] for oy, ox in origins])
-        inputs = torch.from_numpy(to_unit_float(stack))[:, None].to(device, non_blocking=True)
-        precision = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+    for batch in _batches(list(zip(cores, origins)), batch_size):
+        stack = torch.from_numpy(np.stack([_window(page, oy, ox, win_h, win_w) for _, (oy, ox) in batch]))
+        if device.type == "cuda":
+            stack = stack.pin_memory()
         with torch.inference_mode(), precision:
-            result = model(inputs).float().cpu().numpy()[:, 0]
-        for (y, x), (oy, ox), window in zip(batch, origins, result):
+            result = model(_to_model_input(stack[:, None].to(device, non_blocking=True))).float()
+            if quantise:
+                result = (result * 255).round_().clamp_(0, 255).to(torch.uint8)
+        result = result.cpu().numpy()[:, 0]
+        for ((y, x), (oy, ox)), window in zip(batch, result):
             y_end, x_end = min(y + tile, height), min(x + tile, width)
-            core = window[y - oy:y_end - oy, x - ox:x_end - ox]
-            out[y:y_end, x:x_end] = to_uint8(core) if out_dtype == np.uint8 else core
+            held.append((y, x, window[y - oy:y_end - oy, x - ox:x_end - ox]))
         done += len(batch)
+        # Windows start at non-decreasing rows, so rows above the next window's top are never read again.
+        next_top = origins[done][0] if done < len(cores) else padded_h
+        still_read = []
+        for y, x, core in held:
+            if y + core.shape[0] <= next_top:
+                out[y:y + core.shape[0], x:x + core.shape[1]] = core
+            else:
+                still_read.append((y, x, core))
+        held = still_read
         if on_tile:
             on_tile(done, len(cores))
     return out

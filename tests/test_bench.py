@@ -50,6 +50,7 @@ def test_speed_bench_prints_its_table(tiny_model_path):
          "--huge", "3000"],
         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr
-    assert "| 1 A4 300-dpi pages | s per page | pages per s | ratio to unpaper | peak RSS, MB |" in result.stdout
-    assert "| cleandoc clean (folder, PNG → PNG) |" in result.stdout
-    assert "| cleandoc clean, one 3000×3000 page (9 MP) |" in result.stdout
+    assert ("| 1 A4 300-dpi pages, PNG in and out | s per page | pages per s | ratio to unpaper | peak RSS, MB "
+            "| validation RMSE |") in result.stdout
+    assert f"| cleandoc clean --model {tiny_model_path} (unet " in result.stdout
+    assert f"| cleandoc clean --model {tiny_model_path}, one 3000×3000 page (9 MP) |" in result.stdout

@@ -199,3 +199,11 @@ def test_build_model_rejects_bad_settings(config):
 def test_build_model_rejects_malformed_config_values_with_value_error(config):
     with pytest.raises(ValueError):
         build_model(config)
+
+
+def test_features_per_pixel_counts_one_layer_per_level_at_its_scale():
+    """What the automatic tile size budgets: the shipped default's levels hold 48/4 + 96/16 + 192/64 values."""
+    assert build_model({"arch": "unet", "widths": [48, 96, 192], "unshuffle": 2}).features_per_pixel == 21
+    assert build_model({"arch": "unet", "widths": [16, 32, 64, 128], "unshuffle": 4,
+                        "convs": 1}).features_per_pixel == 1.875
+    assert build_model({"arch": "dae", "widths": [32, 64]}).features_per_pixel == 32 + 32 / 4 + 64 / 16

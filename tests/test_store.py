@@ -17,11 +17,11 @@ from cleandoc import store
 from cleandoc.models import build_model
 from cleandoc.store import (
     ModelFileError,
-    default_model_path,
     load_checkpoint,
     load_model,
     save_checkpoint,
     save_model,
+    shipped_model_path,
 )
 
 CONFIG = {"arch": "unet", "widths": [8, 16], "unshuffle": 2, "convs": 1}
@@ -109,7 +109,7 @@ def test_save_overwrites(tmp_path):
 
 
 def test_load_default_model():
-    path = default_model_path()
+    path = shipped_model_path("default")
     assert path.is_file()
     model = load_model(None)
     assert model.source == str(path)
@@ -297,10 +297,21 @@ def test_missing_file_is_refused(tmp_path):
 
 def test_missing_default_model_says_so(monkeypatch, tmp_path):
     missing = tmp_path / "gone" / "default.safetensors"
-    monkeypatch.setattr(store, "default_model_path", lambda: missing)
-    assert "shipped" in assert_refused(missing)
+    monkeypatch.setattr(store, "shipped_model_path", lambda name: missing)
     with pytest.raises(ModelFileError, match="shipped"):
         load_model(None)
+    with pytest.raises(ModelFileError, match="shipped"):
+        load_model("fast")
+
+
+def test_shipped_models_by_name_and_a_file_called_like_one(tmp_path, monkeypatch):
+    """`--model fast` is the shipped fast model; a file of that name is reached as ./fast."""
+    assert load_model("fast").source == str(shipped_model_path("fast"))
+    assert load_model("default").source == str(shipped_model_path("default")) == load_model().source
+    monkeypatch.chdir(tmp_path)
+    save_model(tiny(seed=3), tmp_path / "fast")
+    assert load_model("./fast").config == tiny(seed=3).config
+    assert load_model("fast").source == str(shipped_model_path("fast"))
 
 
 # Files crafted by hand (not by safetensors), as a corrupt download or a hostile file could be: every one must be

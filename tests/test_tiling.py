@@ -118,6 +118,32 @@ def test_integer_pages_and_uint8_output_match_the_float_path(dtype, full_scale):
     np.testing.assert_array_equal(quantised, np.clip(np.rint(expected * 255), 0, 255).astype(np.uint8))
 
 
+@pytest.mark.parametrize("arch", sorted(CONFIGS))
+@pytest.mark.parametrize(("height", "width", "tile", "batch"),
+                         [(70, 90, 16, 2), (257, 131, 20, 3), (300, 517, 48, 1), (131, 257, 24, 5), (45, 45, 8, 64)])
+def test_cleaning_in_place_equals_a_separate_output(arch, height, width, tile, batch):
+    """`out=page` (how `clean` keeps a huge page in one buffer) must give the same pixels as a fresh output:
+    a core written back too early would corrupt the halo of a window still to come."""
+    model = tiny_model(arch)
+    samples = np.rint(make_page(height, width, seed=height + width) * 255).astype(np.uint8)
+    expected = tiling.run(model, samples, tile=tile, batch_size=batch, out_dtype=np.uint8)
+    in_place = samples.copy()
+    result = tiling.run(model, in_place, tile=tile, batch_size=batch, out=in_place)
+    assert result is in_place
+    np.testing.assert_array_equal(in_place, expected)
+    floats = make_page(height, width, seed=height + width)
+    expected = tiling.run(model, floats, tile=tile, batch_size=batch)
+    tiling.run(model, floats, tile=tile, batch_size=batch, out=floats)
+    np.testing.assert_array_equal(floats, expected)
+
+
+def test_rejects_an_out_array_of_the_wrong_shape_or_type():
+    page = make_page(20, 30)
+    for out in (np.empty((30, 20), np.float32), np.empty((20, 30), np.float64)):
+        with pytest.raises(ValueError, match="out must be"):
+            tiling.run(tiny_model("unet"), page, out=out)
+
+
 def test_rejects_non_2d_page():
     with pytest.raises(ValueError):
         tiling.run(tiny_model("unet"), np.zeros((4, 4, 3), dtype=np.float32))
@@ -146,6 +172,22 @@ def test_tile_rounded_up_to_size_multiple():
         rounded = -(-tile // 8) * 8
         expected = (-(-48 // rounded)) ** 2
         assert calls[-1] == expected
+
+
+@pytest.mark.parametrize("arch", sorted(CONFIGS))
+def test_default_tile_is_the_whole_page_when_it_fits_else_a_batch_within_the_budget(arch, monkeypatch):
+    model = tiny_model(arch)
+    cpu = torch.device("cpu")
+    assert tiling.default_tile(model, cpu, (300, 517), 4) == 517  # one window, no halo recomputed
+    big = (20000, 30000)
+    tile = tiling.default_tile(model, cpu, big, 4)
+    window = tile + 2 * tiling.halo_for(model)
+    assert tile > tiling.DEFAULT_TILE_CPU
+    assert 4 * window**2 * model.features_per_pixel <= tiling.FEATURES_IN_FLIGHT < 4 * (window + 2) ** 2 * model.features_per_pixel
+    assert tiling.default_tile(model, cpu, big, 1) > tile  # fewer windows at once: each may be bigger
+    monkeypatch.setattr(tiling, "FEATURES_IN_FLIGHT", 1000)
+    assert tiling.default_tile(model, cpu, (300, 517), 4) == tiling.DEFAULT_TILE_CPU
+    assert tiling.default_tile(model, torch.device("cuda"), big, 4) == tiling.DEFAULT_TILE_CUDA
 
 
 @pytest.mark.parametrize("arch", sorted(CONFIGS))
