@@ -113,7 +113,7 @@ def clean_pages(jobs: list[Job], model: torch.nn.Module, options: CleanOptions, 
     workers = options.workers or min(8, os.cpu_count() or 1)
     waiting = deque(enumerate(jobs))
     reading: deque[tuple[int, Job, Future, float]] = deque()  # in job order: (index, job, decode, begun)
-    writing: list[tuple[Future, int]] = []  # (encode, bytes held)
+    writing: list[tuple[Future, int]] = []  # (encode, bytes held); finished ones pruned by start_reads
     outcomes: dict[int, PageResult | Future] = {}
     reported = 0
     largest = 0  # bytes of the largest decoded page so far: the estimate for pages still decoding
@@ -124,9 +124,9 @@ def clean_pages(jobs: list[Job], model: torch.nn.Module, options: CleanOptions, 
         return decoding + sum(size for write, size in writing if not write.done())
 
     def start_reads() -> None:
+        writing[:] = [(write, size) for write, size in writing if not write.done()]
         while waiting and len(reading) < workers:
-            busy = reading or any(not write.done() for write, _ in writing)
-            if busy and (not largest or held() + largest > PIPELINE_MEMORY):
+            if (reading or writing) and (not largest or held() + largest > PIPELINE_MEMORY):
                 return
             index, job = waiting.popleft()
             if job.output.exists() and not options.overwrite:
@@ -153,7 +153,7 @@ def clean_pages(jobs: list[Job], model: torch.nn.Module, options: CleanOptions, 
         try:
             start_reads()
             while reading or waiting:
-                if not reading:  # the memory budget is held by pages still being encoded
+                if not reading:  # the memory budget is held by pages still being encoded (none done yet)
                     wait([write for write, _ in writing], return_when=FIRST_COMPLETED)
                     start_reads()
                     continue
@@ -169,7 +169,6 @@ def clean_pages(jobs: list[Job], model: torch.nn.Module, options: CleanOptions, 
                     outcomes[index] = write = pool.submit(_write, job, page, begun)
                     writing.append((write, page.nbytes))
                 del page  # the encoder holds the only reference: its memory goes back as soon as it is written
-                writing = [(write, size) for write, size in writing if not write.done()]
                 start_reads()
                 report()
         except KeyboardInterrupt:

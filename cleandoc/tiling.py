@@ -69,14 +69,17 @@ def _batches(items: list, size: int) -> Iterator[list]:
         yield items[start:start + size]
 
 
-def _to_model_input(samples: torch.Tensor) -> torch.Tensor:
-    """Pixels as floats in [0, 1], computed where they already are (on the GPU, after a 1-byte-per-pixel copy);
-    the same arithmetic as `imageio.to_unit_float`."""
-    if samples.dtype == torch.uint8:
-        return samples.float() / 255
-    if samples.dtype == torch.uint16:
-        return samples.float() / 65535
-    return samples.float().clamp(0, 1)
+def _device_batch(windows: list[np.ndarray], device: torch.device) -> torch.Tensor:
+    """A batch of windows as B×1×H×W floats in [0, 1] on `device`. 8-bit windows travel as bytes and are
+    scaled there (the same arithmetic as `imageio.to_unit_float`, which converts every other type here)."""
+    stack = np.stack(windows)
+    if stack.dtype != np.uint8:
+        stack = to_unit_float(stack)
+    samples = torch.from_numpy(stack)[:, None]
+    if device.type == "cuda":
+        samples = samples.pin_memory()
+    samples = samples.to(device, non_blocking=True)
+    return samples.float() / 255 if samples.dtype == torch.uint8 else samples
 
 
 def _window(page: np.ndarray, oy: int, ox: int, win_h: int, win_w: int) -> np.ndarray:
@@ -125,11 +128,9 @@ def run(model: torch.nn.Module, page: np.ndarray, tile: int = 0, batch_size: int
     held: list[tuple[int, int, np.ndarray]] = []  # finished cores whose rows a later window may still read
     done = 0
     for batch in _batches(list(zip(cores, origins)), batch_size):
-        stack = torch.from_numpy(np.stack([_window(page, oy, ox, win_h, win_w) for _, (oy, ox) in batch]))
-        if device.type == "cuda":
-            stack = stack.pin_memory()
+        inputs = _device_batch([_window(page, oy, ox, win_h, win_w) for _, (oy, ox) in batch], device)
         with torch.inference_mode(), precision:
-            result = model(_to_model_input(stack[:, None].to(device, non_blocking=True))).float()
+            result = model(inputs).float()
             if quantise:
                 result = (result * 255).round_().clamp_(0, 255).to(torch.uint8)
         result = result.cpu().numpy()[:, 0]
