@@ -1,6 +1,6 @@
 """cleandoc against unpaper on the same generated A4 pages, in one run, printed as a Markdown table.
 
-    python bench/speed.py [--pages 8] [--model default --model fast ...] [--huge 0] [--device cpu]
+    python bench/speed.py [--pages 8] [--model default --model fast ...] [--huge 0] [--device cpu] [--precision auto]
 
 Both tools clean the same folder of rendered A4 pages at 300 dpi (2480×3508, `cleandoc synth`, seed 7), each
 as its own process: `cleandoc clean DIR -o OUT` once per model for the whole folder (start-up amortised over
@@ -29,6 +29,7 @@ import torch
 
 from cleandoc.store import load_model
 from cleandoc.synth import synth_pages
+from cleandoc.tiling import PRECISIONS, autocast_dtype, pick_device
 
 
 def timed(command: list[str]) -> tuple[float, float]:
@@ -44,9 +45,9 @@ def timed(command: list[str]) -> tuple[float, float]:
     return seconds, usage.ru_maxrss / 1024  # ru_maxrss is in KB on Linux
 
 
-def cleandoc_command(source: Path, out: Path, model: str, device: str) -> list[str]:
-    return [sys.executable, "-m", "cleandoc", "clean", str(source), "-o", str(out), "-q", "--device", device,
-            "--model", model]
+def cleandoc_command(source: Path, out: Path, model: str, args: argparse.Namespace) -> list[str]:
+    return [sys.executable, "-m", "cleandoc", "clean", str(source), "-o", str(out), "-q", "--device", args.device,
+            "--precision", args.precision, "--model", model]
 
 
 def huge_page(side: int, tile_from: Path, path: Path) -> None:
@@ -67,10 +68,12 @@ def main() -> int:
                         help="a model file or shipped model name, repeatable (default: default and fast)")
     parser.add_argument("--huge", type=int, default=0, metavar="N", help="also clean one N×N page (0: skip)")
     parser.add_argument("--device", default="cpu", help="cleandoc's --device (default cpu)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help="cleandoc's --precision")
     args = parser.parse_args()
     models = args.model or ["default", "fast"]
+    dtype = autocast_dtype(args.precision, pick_device(args.device))
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"cleandoc on {args.device}")
+          f"cleandoc on {args.device} in {dtype or torch.float32} (--precision {args.precision})")
     unpaper = shutil.which("unpaper")
     rows = []
     with tempfile.TemporaryDirectory() as folder:
@@ -80,7 +83,7 @@ def main() -> int:
         for index, name in enumerate(models):
             model = load_model(name)
             val = model.info.get("val_rmse")
-            seconds, rss = timed(cleandoc_command(folder / "a4" / "dirty", folder / f"out{index}", name, args.device))
+            seconds, rss = timed(cleandoc_command(folder / "a4" / "dirty", folder / f"out{index}", name, args))
             rows.append((f"cleandoc clean --model {name} ({model.config['arch']} "
                          f"{'-'.join(map(str, model.config.get('widths', [])))})", seconds / len(pages), rss,
                          "n/a" if val is None else f"{val:.4f}"))
@@ -93,7 +96,7 @@ def main() -> int:
             rows.append(("unpaper, default settings (PNG → PGM)", total / len(pages), peak, "n/a"))
         if args.huge:
             huge_page(args.huge, pages[0], folder / "huge.png")
-            seconds, rss = timed(cleandoc_command(folder / "huge.png", folder / "huge-out", models[0], args.device))
+            seconds, rss = timed(cleandoc_command(folder / "huge.png", folder / "huge-out", models[0], args))
             huge = (f"cleandoc clean --model {models[0]}, one {args.huge}×{args.huge} page "
                     f"({args.huge ** 2 / 1e6:.0f} MP)", seconds, rss)
 

@@ -35,8 +35,8 @@ PIPELINE_MEMORY = 512 * 2**20
 
 @dataclass
 class CleanOptions:
-    tile: int = 0  # 0: pick for the device
-    batch_size: int = 4
+    tile: int = 0  # 0: tiling.default_tile
+    batch_size: int = 0  # 0: tiling.default_batch
     dtype: torch.dtype | None = None  # autocast precision; None for float32
     overwrite: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS

@@ -42,6 +42,15 @@ class Loss(str, Enum):
     bce = "bce"
 
 
+class Precision(str, Enum):  # tiling.PRECISIONS, as choices for Typer
+    auto = "auto"
+    fp32 = "fp32"
+    fp16 = "fp16"
+    bf16 = "bf16"
+
+
+PRECISION_HELP = ("Arithmetic precision: auto is fp16 on CUDA, bf16 on CPUs with bf16 in hardware (AVX-512 BF16 "
+                  "or AMX), fp32 elsewhere.")
 MODEL_HELP = ("A model file (.safetensors) or a shipped model: default (the best; used if omitted) or fast "
               "(about 24x faster on a CPU, coarser).")
 
@@ -75,6 +84,12 @@ def _load(model_path: Optional[Path], device_name: str):
         raise _fail(str(exc)) from None
 
 
+def _autocast(precision: Precision, device):
+    from .tiling import autocast_dtype
+
+    return autocast_dtype(precision.value, device)
+
+
 def _progress(quiet: bool) -> Progress | None:
     if quiet or not err.is_terminal:
         return None
@@ -92,10 +107,11 @@ def clean(
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Walk subfolders and mirror them.")] = False,
     fmt: Annotated[OutputFormat, typer.Option("--format", help="Output format (8-bit grayscale).")] = OutputFormat.png,
     overwrite: Annotated[bool, typer.Option(help="Replace outputs that already exist (default: skip them).")] = False,
-    tile: Annotated[int, typer.Option(min=0, help="Tile size in pixels; 0 picks one for the device.")] = 0,
-    batch_size: Annotated[int, typer.Option(min=1, help="Tiles per model call.")] = 4,
+    tile: Annotated[int, typer.Option(min=0, help="Tile size in pixels; 0 picks tiles for the model, page and "
+                                                  "device.")] = 0,
+    batch_size: Annotated[int, typer.Option(min=0, help="Tiles per model call; 0: one on a CPU, four on CUDA.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    fp32: Annotated[bool, typer.Option("--fp32", help="Full precision on CUDA (default there: half).")] = False,
+    precision: Annotated[Precision, typer.Option(help=PRECISION_HELP)] = Precision.auto,
     workers: Annotated[int, typer.Option(min=0, help="Threads decoding and encoding pages while the model runs; "
                                                       "0: one per core, at most 8.")] = 0,
     shard: Annotated[Optional[str], typer.Option(help="Process only slice K of N of the sorted inputs, e.g. 2/8.",
@@ -103,8 +119,6 @@ def clean(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
 ) -> None:
     """Clean pages and write them, same size and name, under OUTDIR."""
-    import torch
-
     from .clean import CleanOptions, clean_pages
     from .files import parse_shard, plan_jobs
     from .imageio import WRITE_FORMATS
@@ -120,7 +134,7 @@ def clean(
         err.print(f"{source}: {reason}", markup=False, soft_wrap=True)
     net, dev = _load(model, device)
     options = CleanOptions(tile=tile, batch_size=batch_size, overwrite=overwrite, workers=workers,
-                           dtype=torch.float16 if dev.type == "cuda" and not fp32 else None)
+                           dtype=_autocast(precision, dev))
     progress = _progress(quiet)
     started = time.perf_counter()
     cleaned_megapixels = 0.0
@@ -274,16 +288,16 @@ def evaluate(
                                                        "| error.")] = None,
     worst: Annotated[int, typer.Option(min=1, help="Rows on the sheet.")] = 6,
     sheet_height: Annotated[int, typer.Option(min=32, help="Height of each row of the sheet, in pixels.")] = 360,
-    tile: Annotated[int, typer.Option(min=0, help="Tile size in pixels; 0 picks one for the device.")] = 0,
-    batch_size: Annotated[int, typer.Option(min=1, help="Tiles per model call.")] = 4,
+    tile: Annotated[int, typer.Option(min=0, help="Tile size in pixels; 0 picks tiles for the model, page and "
+                                                  "device.")] = 0,
+    batch_size: Annotated[int, typer.Option(min=0, help="Tiles per model call; 0: one on a CPU, four on CUDA.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    fp32: Annotated[bool, typer.Option("--fp32", help="Full precision on CUDA (default there: half).")] = False,
+    precision: Annotated[Precision, typer.Option(help=PRECISION_HELP)] = Precision.auto,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the totals.")] = False,
 ) -> None:
     """Score a model on page pairs: pooled RMSE, PSNR and SSIM, beside doing nothing."""
     import json
 
-    import torch
     from rich.table import Table
 
     from .data import PairingError, find_pairs
@@ -295,7 +309,7 @@ def evaluate(
     try:
         pairs = find_pairs(dirty, clean)
         report, rows = run_evaluation(pairs, net, dev, tile=tile, batch_size=batch_size,
-                                      dtype=torch.float16 if dev.type == "cuda" and not fp32 else None,
+                                      dtype=_autocast(precision, dev),
                                       worst=worst if sheet else 0)
     except PairingError as exc:
         raise _fail(str(exc)) from None

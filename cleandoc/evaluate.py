@@ -56,7 +56,7 @@ class Report:
 
 
 def evaluate(pairs: list[Pair], model: torch.nn.Module, device: torch.device, *, tile: int = 0,
-             batch_size: int = 4, dtype: torch.dtype | None = None, worst: int = 0,
+             batch_size: int = 0, dtype: torch.dtype | None = None, worst: int = 0,
              on_page: Callable[[PageScore], None] | None = None) -> tuple[Report, list]:
     """Clean every dirty page and compare with its target. Also returns the `worst` pages by RMSE as
     (score, dirty, cleaned, clean) tuples, for a contact sheet."""

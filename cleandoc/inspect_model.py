@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .imageio import write_atomically
-from .models import count_parameters
+from .models import count_parameters, multiply_adds_per_pixel
 
 RECENT_EPOCHS = 3
 GAP = 2
@@ -33,6 +33,7 @@ def model_card(model: nn.Module) -> list[tuple[str, str]]:
     rows += [
         ("architecture", _architecture(model.config)),
         ("parameters", f"{count_parameters(model):,}"),
+        ("arithmetic", f"{multiply_adds_per_pixel(model):,.0f} multiply-adds per pixel"),
         ("receptive radius", f"{model.receptive_radius} px (upper bound)"),
         ("size multiple", f"{model.size_multiple} px (pages are padded to a multiple of it)"),
     ]

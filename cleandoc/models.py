@@ -191,3 +191,25 @@ def build_model(config: dict) -> nn.Module:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def multiply_adds_per_pixel(model: nn.Module) -> float:
+    """Multiply-adds of one forward pass per input pixel, over every convolution: the model's arithmetic cost,
+    whatever the machine."""
+    total = 0
+
+    def count(layer: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        nonlocal total  # a convolution spends weight[0] per output value, a transposed one per input value
+        values = inputs[0] if isinstance(layer, nn.ConvTranspose2d) else output
+        total += values.numel() * layer.weight[0].numel()
+
+    side = 4 * model.size_multiple
+    hooks = [layer.register_forward_hook(count) for layer in model.modules()
+             if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d))]
+    try:
+        with torch.inference_mode():
+            model(torch.zeros(1, 1, side, side, device=next(model.parameters()).device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return total / side**2

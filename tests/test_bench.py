@@ -13,10 +13,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_bench_prints_a_table_without_shared_data(tiny_model_path, tmp_path):
     result = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "bench.py"), "--model", str(tiny_model_path), "--data",
-         str(tmp_path / "absent"), "--repeats", "1", "--synth", "1", "--dpi", "50"],
+         str(tmp_path / "absent"), "--repeats", "1", "--synth", "1", "--dpi", "50", "--precision", "bf16"],
         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr
-    assert "quality skipped" in result.stdout
+    assert "quality skipped" in result.stdout and "precision: bf16 (torch.bfloat16)" in result.stdout
     assert "| figure | do nothing | cleandoc |" in result.stdout
     assert "synthetic A4 pages at 50 dpi" in result.stdout and "CPU s per A4 300-dpi page" in result.stdout
 
@@ -36,11 +36,12 @@ def test_bench_compares_models_on_one_validation_split(tiny_model_path, tmp_path
         cv2.imwrite(str(tmp_path / "data" / "train_cleaned" / f"{i}.png"), clean)
     result = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "bench.py"), "--data", str(tmp_path / "data"), "--compare",
-         str(tiny_model_path), str(tiny_model_path)],
+         str(tiny_model_path), str(tiny_model_path), "--repeats", "1"],
         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr
-    rows = [line for line in result.stdout.splitlines() if line.startswith(f"| {tiny_model_path.name} |")]
-    assert len(rows) == 2 and rows[0] == rows[1]
+    rows = [line.split(" | ") for line in result.stdout.splitlines() if line.startswith(f"| {tiny_model_path.name} |")]
+    assert len(rows) == 2 and rows[0][:-1] == rows[1][:-1]  # all but the time: the same model, scored twice
+    assert rows[0][-2] == "616" and float(rows[0][-1].strip(" |")) > 0  # tiny U-Net's multiply-adds per pixel
     assert "| do nothing |" in result.stdout and "validation: 1 pages, 1 page groups" in result.stdout
 
 

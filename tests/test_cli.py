@@ -97,7 +97,7 @@ def test_every_input_encoding_is_cleaned_at_its_size_as_8bit_gray_png(tmp_path, 
         write_image(src / name, pixels, params)
     before = digests(src)
 
-    result = clean_cli([src], out, tiny_model_path)
+    result = clean_cli([src], out, tiny_model_path, "--precision", "fp32")  # compared with float32 below
 
     assert result.exit_code == 0, result.output
     assert f"{len(ENCODINGS)} cleaned, 0 skipped, 0 failed" in result.stderr
@@ -123,6 +123,25 @@ def test_output_format_option(tmp_path, tiny_model_path, fmt):
     assert [p.name for p in out.iterdir()] == [f"page.{fmt}"]
     written = cv2.imread(str(out / f"page.{fmt}"), cv2.IMREAD_UNCHANGED)
     assert written.dtype == np.uint8 and written.shape == (50, 70)
+
+
+def test_precision_option_and_its_automatic_choice(tmp_path, tiny_model_path, monkeypatch):
+    from cleandoc import tiling
+
+    src = write_image(tmp_path / "page.png", page_pixels(64, 96))
+    outputs = {}
+    for precision in ("fp32", "bf16"):
+        result = clean_cli([src], tmp_path / precision, tiny_model_path, "--precision", precision)
+        assert result.exit_code == 0, result.output
+        outputs[precision] = cv2.imread(str(tmp_path / precision / "page.png"), cv2.IMREAD_UNCHANGED).astype(int)
+    assert 0 < np.abs(outputs["bf16"] - outputs["fp32"]).max() <= 8  # really bf16, and close
+    for native, same_as in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(tiling, "cpu_has_native_bf16", lambda native=native: native)
+        assert clean_cli([src], tmp_path / f"auto-{native}", tiny_model_path).exit_code == 0
+        auto = cv2.imread(str(tmp_path / f"auto-{native}" / "page.png"), cv2.IMREAD_UNCHANGED).astype(int)
+        assert np.array_equal(auto, outputs[same_as]), native
+    bad = clean_cli([src], tmp_path / "bad", tiny_model_path, "--precision", "half")
+    assert bad.exit_code == 2 and "half" in bad.output
 
 
 def test_bad_files_are_reported_one_line_each_and_the_rest_is_cleaned(tmp_path, tiny_model_path):

@@ -69,6 +69,7 @@ def test_card_of_a_model_without_info(tiny_model_path):
     card = dict(model_card(model))
     assert card["architecture"] == "unet: widths 8-16, pixel-unshuffle ×2 stem, 1 conv per block"
     assert card["parameters"] == f"{sum(p.numel() for p in model.parameters()):,}"
+    assert card["arithmetic"] == "616 multiply-adds per pixel"  # the tiny U-Net, counted in test_models.py
     assert card["receptive radius"] == f"{model.receptive_radius} px (upper bound)"
     assert card["size multiple"].startswith(f"{model.size_multiple} px")
     assert not {"training data", "options", "noise recipe", "validation RMSE"} & card.keys()

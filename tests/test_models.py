@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from cleandoc.models import ARCHITECTURES, build_model, count_parameters
+from cleandoc.models import ARCHITECTURES, build_model, count_parameters, multiply_adds_per_pixel
 
 
 def tiny(config: dict, seed: int = 0) -> nn.Module:
@@ -207,3 +207,15 @@ def test_features_per_pixel_counts_one_layer_per_level_at_its_scale():
     assert build_model({"arch": "unet", "widths": [16, 32, 64, 128], "unshuffle": 4,
                         "convs": 1}).features_per_pixel == 1.875
     assert build_model({"arch": "dae", "widths": [32, 64]}).features_per_pixel == 32 + 32 / 4 + 64 / 16
+
+
+@pytest.mark.parametrize(("config", "expected"), [
+    # stem 4→8 at 1/4 (72) + down 8→16 at 1/16 (72) + block 16→16 (144) + up 16→8, 2×2 kernel, per coarse
+    # pixel (32) + decoder 16→8 at 1/4 (288) + 1×1 head 8→4 at 1/4 (8)
+    ({"arch": "unet", "widths": [8, 16], "unshuffle": 2, "convs": 1}, 616),
+    # 1→8 at 1/4 (18) + 8→16 at 1/16 (72) + up 16→16 (64) + 16→8 at 1/4 (288) + up 8→8 (64)
+    # + 8→1 at full resolution (72)
+    ({"arch": "dae", "widths": [8, 16], "convs": 1}, 578),
+])
+def test_multiply_adds_per_pixel_counts_every_convolution(config, expected):
+    assert multiply_adds_per_pixel(build_model(config)) == expected

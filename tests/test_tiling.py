@@ -174,20 +174,80 @@ def test_tile_rounded_up_to_size_multiple():
         assert calls[-1] == expected
 
 
+def computed_pixels(model, shape, tile):
+    """Pixels the network computes for a page of `shape` cut into (rows, columns) cores, halo included."""
+    halo, multiple = tiling.halo_for(model), model.size_multiple
+    height, width = (-(-side // multiple) * multiple for side in shape)
+    win_h, win_w, cores = tiling._windows(height, width, tile, halo)
+    return len(cores) * win_h * win_w
+
+
 @pytest.mark.parametrize("arch", sorted(CONFIGS))
-def test_default_tile_is_the_whole_page_when_it_fits_else_a_batch_within_the_budget(arch, monkeypatch):
+def test_default_tile_is_the_whole_page_when_it_fits(arch):
     model = tiny_model(arch)
-    cpu = torch.device("cpu")
-    assert tiling.default_tile(model, cpu, (300, 517), 4) == 517  # one window, no halo recomputed
-    big = (20000, 30000)
-    tile = tiling.default_tile(model, cpu, big, 4)
-    window = tile + 2 * tiling.halo_for(model)
-    assert tile > tiling.DEFAULT_TILE_CPU
-    assert 4 * window**2 * model.features_per_pixel <= tiling.FEATURES_IN_FLIGHT < 4 * (window + 2) ** 2 * model.features_per_pixel
-    assert tiling.default_tile(model, cpu, big, 1) > tile  # fewer windows at once: each may be bigger
+    padded = tuple(-(-side // model.size_multiple) * model.size_multiple for side in (300, 517))
+    assert tiling.default_tile(model, torch.device("cpu"), (300, 517), 4) == padded
+    assert computed_pixels(model, (300, 517), padded) == padded[0] * padded[1]  # one window, no halo recomputed
+
+
+@pytest.mark.parametrize("arch", sorted(CONFIGS))
+@pytest.mark.parametrize("shape", [(3508, 2480), (2480, 3508), (20000, 30000), (1000, 9000), (9000, 1000)])
+@pytest.mark.parametrize("batch", [1, 4])
+def test_default_tile_fits_the_budget_and_computes_the_fewest_pixels(arch, shape, batch, monkeypatch):
+    model = tiny_model(arch)
+    multiple, halo = model.size_multiple, tiling.halo_for(model)
+    budget = batch * model.features_per_pixel * (3 * halo + 64) ** 2  # windows a few halos wide
+    monkeypatch.setattr(tiling, "FEATURES_IN_FLIGHT", budget)
+    monkeypatch.setattr(tiling, "DEFAULT_TILE_CPU", 64)
+    tile = tiling.default_tile(model, torch.device("cpu"), shape, batch)
+    assert all(side % multiple == 0 and side >= 64 for side in tile)
+    win_h, win_w, _ = tiling._windows(*(-(-side // multiple) * multiple for side in shape), tile, halo)
+    assert batch * win_h * win_w * model.features_per_pixel <= budget
+    # No grid of square cores within the same budget computes fewer pixels.
+    for side in range(64, 4096, multiple):
+        if batch * min(side + 2 * halo, shape[0]) * min(side + 2 * halo, shape[1]) * model.features_per_pixel <= budget:
+            assert computed_pixels(model, shape, tile) <= computed_pixels(model, shape, (side, side))
+
+
+def test_default_tile_on_an_a4_page_for_the_default_model_shape():
+    """The case the policy was made for: an A4 page at 300 dpi and a model with the default's memory and halo
+    runs as full-width strips and computes a third fewer pixels than 512-pixel squares."""
+    model = build_model({"arch": "unet", "widths": [48, 96, 192], "unshuffle": 2, "convs": 2})
+    tile = tiling.default_tile(model, torch.device("cpu"), (3508, 2480), 1)
+    assert tile == (504, 2480)
+    assert computed_pixels(model, (3508, 2480), tile) / computed_pixels(model, (3508, 2480), (512, 512)) < 0.75
+
+
+def test_default_tile_falls_back_to_the_device_default_when_the_budget_is_tiny(monkeypatch):
+    model = tiny_model("unet")
     monkeypatch.setattr(tiling, "FEATURES_IN_FLIGHT", 1000)
-    assert tiling.default_tile(model, cpu, (300, 517), 4) == tiling.DEFAULT_TILE_CPU
-    assert tiling.default_tile(model, torch.device("cuda"), big, 4) == tiling.DEFAULT_TILE_CUDA
+    assert tiling.default_tile(model, torch.device("cpu"), (3000, 3000), 4) == (tiling.DEFAULT_TILE_CPU,) * 2
+    assert tiling.default_tile(model, torch.device("cuda"), (3000, 3000), 4) == (tiling.DEFAULT_TILE_CUDA,) * 2
+
+
+def test_default_batch_is_one_window_on_a_cpu_and_four_on_cuda():
+    assert tiling.default_batch(torch.device("cpu")) == 1
+    assert tiling.default_batch(torch.device("cuda")) == 4
+
+
+@pytest.mark.parametrize("arch", sorted(CONFIGS))
+@pytest.mark.parametrize("shape", [(200, 90), (90, 200), (157, 157)])
+def test_automatic_rectangular_tiles_equal_the_whole_page(arch, shape, monkeypatch):
+    model = tiny_model(arch)
+    page = make_page(*shape, seed=5)
+    whole = tiling.run_whole(model, page)
+    monkeypatch.setattr(tiling, "FEATURES_IN_FLIGHT", 60 * 60 * model.features_per_pixel)
+    monkeypatch.setattr(tiling, "DEFAULT_TILE_CPU", 8)
+    tile = tiling.default_tile(model, torch.device("cpu"), shape, 1)
+    assert tile[0] != tile[1] or max(tile) < max(shape)  # really cut, and not always into squares
+    for out_dtype in (np.float32, np.uint8):
+        page_in = page if out_dtype == np.float32 else np.rint(page * 255).astype(np.uint8)
+        reference = whole if out_dtype == np.float32 else tiling.run_whole(model, page_in)
+        tiled = tiling.run(model, page_in, out_dtype=out_dtype)
+        in_place = page_in.copy()
+        assert np.array_equal(tiling.run(model, in_place, out=in_place), tiled)
+        assert np.abs(tiled.astype(np.float32) / (255 if out_dtype == np.uint8 else 1) - reference).max() <= (
+            TOLERANCE if out_dtype == np.float32 else 1 / 255 + 1e-6)
 
 
 @pytest.mark.parametrize("arch", sorted(CONFIGS))
@@ -238,3 +298,32 @@ def test_bfloat16_autocast_on_cpu(arch):
     assert half.shape == page.shape
     assert np.abs(half - full).max() <= 0.05
     assert half.min() >= 0.0 and half.max() <= 1.0
+
+
+@pytest.mark.parametrize(("precision", "dtype"), [("fp32", None), ("fp16", torch.float16), ("bf16", torch.bfloat16)])
+def test_explicit_precision_is_taken_as_given(precision, dtype):
+    for device in (torch.device("cpu"), torch.device("cuda")):
+        assert tiling.autocast_dtype(precision, device) == dtype
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_half_on_cuda_and_bf16_only_on_cpus_that_have_it(native, monkeypatch):
+    monkeypatch.setattr(tiling, "cpu_has_native_bf16", lambda: native)
+    assert tiling.autocast_dtype("auto", torch.device("cuda")) == torch.float16
+    assert tiling.autocast_dtype("auto", torch.device("cpu")) == (torch.bfloat16 if native else None)
+
+
+def test_unknown_precision_is_refused():
+    with pytest.raises(ValueError, match="unknown precision 'half'"):
+        tiling.autocast_dtype("half", torch.device("cpu"))
+
+
+def test_native_bf16_probe_reads_torch_and_says_no_without_its_probes(monkeypatch):
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, name, lambda: False, raising=False)
+    assert tiling.cpu_has_native_bf16() is False
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert tiling.cpu_has_native_bf16() is True
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.delattr(torch.cpu, name)
+    assert tiling.cpu_has_native_bf16() is False
