@@ -21,7 +21,7 @@ from .imageio import to_unit_float
 DEFAULT_TILE_CPU = 512
 DEFAULT_TILE_CUDA = 1024
 # Feature values in one batch of windows that the automatic tile size allows: the default model's 4 windows of
-# 656² on the CPU, measured at about 600 MB of activations. A light model gets bigger windows within it, and
+# 656² (1.7 MP) on the CPU, measured at about 600 MB of activations. A light model gets bigger windows within it, and
 # the whole page when it fits: the fast model then recomputes no halo (model only, 2 cores: 0.8 s per A4 page
 # against 1.6-1.8 s with 1024-1760 px tiles, timed ad hoc around this function).
 FEATURES_IN_FLIGHT = 36_000_000
@@ -82,8 +82,9 @@ def default_tile(model: torch.nn.Module, device: torch.device, page_shape: tuple
     """The core size (rows, columns) `run` uses when no tile is given. The whole page when its features fit
     FEATURES_IN_FLIGHT (no halo recomputed at all); else, of the grids of equal cores whose windows fit the
     budget `batch_size` at a time, the one that computes the fewest pixels, halo included (on an A4 page
-    the default model then computes 1.3 pixels per page pixel instead of 1.7 with 512-pixel squares). Cores
-    are at least the device's default tile, except where the page is smaller."""
+    the default model then computes 1.3 pixels per page pixel instead of 1.7 with 512-pixel squares). Grids
+    whose biggest fitting cores are below the device's default tile are passed over (the page's own size
+    where it is smaller), and if all are, that default tile is used as a square."""
     multiple = model.size_multiple
     height, width = (math.ceil(side / multiple) * multiple for side in page_shape)
     if height * width * model.features_per_pixel <= FEATURES_IN_FLIGHT:
