@@ -65,10 +65,13 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
 
 
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
 def halo_for(model: torch.nn.Module) -> int:
     """The receptive radius rounded up to the model's size multiple."""
-    multiple = model.size_multiple
-    return math.ceil(model.receptive_radius / multiple) * multiple
+    return _round_up(model.receptive_radius, model.size_multiple)
 
 
 def default_batch(device: torch.device) -> int:
@@ -86,7 +89,7 @@ def default_tile(model: torch.nn.Module, device: torch.device, page_shape: tuple
     whose biggest fitting cores are below the device's default tile are passed over (the page's own size
     where it is smaller), and if all are, that default tile is used as a square."""
     multiple = model.size_multiple
-    height, width = (math.ceil(side / multiple) * multiple for side in page_shape)
+    height, width = (_round_up(side, multiple) for side in page_shape)
     if height * width * model.features_per_pixel <= FEATURES_IN_FLIGHT:
         return height, width
     halo = halo_for(model)
@@ -94,13 +97,13 @@ def default_tile(model: torch.nn.Module, device: torch.device, page_shape: tuple
     window_pixels = FEATURES_IN_FLIGHT / (batch_size * model.features_per_pixel)
     best: tuple[int, int, int] | None = None  # (pixels computed, core rows, core columns)
     for columns in range(1, width // multiple + 1):
-        core_w = math.ceil(width / columns / multiple) * multiple
+        core_w = _round_up(math.ceil(width / columns), multiple)
         win_w = min(core_w + 2 * halo, width)
         core_h = int(window_pixels // win_w - 2 * halo) // multiple * multiple
         if core_w < min(least, width) or core_h < min(least, height):
             continue
         rows = math.ceil(height / core_h)
-        core_h = math.ceil(height / rows / multiple) * multiple
+        core_h = _round_up(math.ceil(height / rows), multiple)
         computed = rows * columns * min(core_h + 2 * halo, height) * win_w
         if best is None or computed < best[0]:
             best = (computed, core_h, core_w)
@@ -168,12 +171,12 @@ def run(model: torch.nn.Module, page: np.ndarray, tile: int = 0, batch_size: int
     multiple = model.size_multiple
     batch_size = batch_size or default_batch(device)
     if tile:
-        tile_h = tile_w = math.ceil(tile / multiple) * multiple
+        tile_h = tile_w = _round_up(tile, multiple)
     else:
         tile_h, tile_w = default_tile(model, device, page.shape, batch_size)
     halo = halo_for(model)
     # The page is seen as if edge-padded to a multiple of the model's size multiple.
-    padded_h, padded_w = math.ceil(height / multiple) * multiple, math.ceil(width / multiple) * multiple
+    padded_h, padded_w = _round_up(height, multiple), _round_up(width, multiple)
     win_h, win_w, cores = _windows(padded_h, padded_w, (tile_h, tile_w), halo)
     origins = [(min(max(y - halo, 0), padded_h - win_h), min(max(x - halo, 0), padded_w - win_w)) for y, x in cores]
     precision = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
@@ -184,7 +187,7 @@ def run(model: torch.nn.Module, page: np.ndarray, tile: int = 0, batch_size: int
         inputs = _device_batch([_window(page, oy, ox, win_h, win_w) for _, (oy, ox) in batch], device)
         with torch.inference_mode(), precision:
             result = model(inputs).float()
-            if quantise:
+            if quantise:  # imageio.to_uint8's arithmetic, done on the device
                 result = (result * 255).round_().clamp_(0, 255).to(torch.uint8)
         result = result.cpu().numpy()[:, 0]
         for ((y, x), (oy, ox)), window in zip(batch, result):
