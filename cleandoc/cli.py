@@ -199,6 +199,9 @@ def train(
     unshuffle: Annotated[Optional[int], typer.Option(help="unet: pixel-unshuffle factor of the stem.",
                                                      show_default=False)] = None,
     convs: Annotated[Optional[int], typer.Option(help="3x3 convolutions per block.", show_default=False)] = None,
+    kernel: Annotated[Optional[int], typer.Option(help="unet: side of the filter of the input predicted for each "
+                                                       "pixel (1: a per-pixel gain; 0: none).",
+                                                  show_default=False)] = None,
     epochs: Annotated[int, typer.Option(min=1)] = 40,
     patch_size: Annotated[int, typer.Option(min=16, help="Side of the training patches.")] = 128,
     max_scale: Annotated[float, typer.Option(min=1.0, help="Rescale half the patches by up to this factor, "
@@ -232,7 +235,7 @@ def train(
             config["widths"] = [int(w) for w in widths.split(",")]
     except ValueError:
         raise _fail(f"--widths must be comma-separated integers, got {widths!r}") from None
-    config.update({k: v for k, v in {"unshuffle": unshuffle, "convs": convs}.items() if v is not None})
+    config.update({k: v for k, v in {"unshuffle": unshuffle, "convs": convs, "kernel": kernel}.items() if v is not None})
     options = TrainOptions(model=config, epochs=epochs, patch_size=patch_size, max_scale=max_scale,
                            patches_per_epoch=patches_per_epoch,
                            batch_size=batch_size, lr=lr, weight_decay=weight_decay, loss=loss.value,

@@ -71,6 +71,11 @@ def _architecture(config: dict) -> str:
     if "convs" in config:
         convs = config.pop("convs")
         parts.append(f"{convs} conv{'s' if convs != 1 else ''} per block")
+    kernel = config.pop("kernel", 0)
+    if kernel == 1:
+        parts.append("a gain and a bias predicted for each input pixel")
+    elif kernel:
+        parts.append(f"a {kernel}×{kernel} filter of the input and a bias predicted for each pixel")
     parts += [f"{key} {value}" for key, value in config.items()]
     return f"{arch}: {', '.join(parts)}" if parts else str(arch)
 

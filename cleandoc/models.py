@@ -50,28 +50,55 @@ def _block(c_in: int, c_out: int, convs: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def _filter_input(coefficients: torch.Tensor, x: torch.Tensor, kernel: int) -> torch.Tensor:
+    """Each pixel's logit as its own kernel×kernel filter of the input around it, plus a bias: `coefficients`
+    holds the kernel² taps and the bias of every pixel. The centre tap starts from the fixed input-logit gain, so
+    at initialisation this is the identity-like start every model has. Why: a network that runs at reduced
+    resolution predicts a per-pixel threshold and contrast (and, with kernel 3, a sharpening filter) almost for
+    free, and the full-resolution detail of the text edges comes straight from the input."""
+    radius = kernel // 2
+    height, width = x.shape[-2:]
+    padded = F.pad(x - 0.5, (radius, radius, radius, radius))
+    logit = coefficients[:, -1:]
+    for tap in range(kernel * kernel):
+        dy, dx = divmod(tap, kernel)
+        gain = coefficients[:, tap:tap + 1]
+        if (dy, dx) == (radius, radius):
+            gain = gain + INPUT_SKIP_GAIN
+        logit = logit + gain * padded[:, :, dy:dy + height, dx:dx + width]
+    return logit
+
+
 class UNet(nn.Module):
     """U-Net denoiser: pixel-unshuffle stem, strided-conv encoder, bottleneck, transposed-conv decoder
     with skip connections, pixel-shuffle head.
 
     The stem folds `unshuffle`×`unshuffle` pixels into channels so most work runs at reduced resolution;
     `widths` gives the channel count of each level (the last one is the bottleneck); `convs` is the
-    number of 3×3 convolutions per block.
+    number of 3×3 convolutions per block. With `kernel` 0 the head predicts each pixel's logit, added to the
+    input's; with an odd `kernel` it predicts, for each pixel, a kernel×kernel filter of the input and a bias
+    (`_filter_input`).
     """
 
     arch = "unet"
 
-    def __init__(self, widths: list[int] | tuple[int, ...] = (32, 64, 128), unshuffle: int = 2, convs: int = 2):
+    def __init__(self, widths: list[int] | tuple[int, ...] = (32, 64, 128), unshuffle: int = 2, convs: int = 2,
+                 kernel: int = 0):
         super().__init__()
         w = _check_sizes(self.arch, widths, unshuffle=unshuffle, convs=convs)
+        if kernel not in (0, 1, 3, 5):
+            raise ValueError(f"{self.arch} needs kernel to be 0, 1, 3 or 5, got {kernel!r}")
         self.config = {"arch": self.arch, "widths": w, "unshuffle": unshuffle, "convs": convs}
+        if kernel:  # absent when 0, so files from before per-pixel filters keep their config
+            self.config["kernel"] = kernel
         self.unshuffle = unshuffle
+        self.kernel = kernel
         self.stem = _block(unshuffle * unshuffle, w[0], convs)
         self.down = nn.ModuleList(_conv(w[i], w[i + 1], 3, stride=2) for i in range(len(w) - 1))
         self.enc = nn.ModuleList(_block(w[i + 1], w[i + 1], convs) for i in range(len(w) - 1))
         self.up = nn.ModuleList(nn.ConvTranspose2d(w[i + 1], w[i], 2, stride=2) for i in range(len(w) - 1))
         self.dec = nn.ModuleList(_block(2 * w[i], w[i], convs) for i in range(len(w) - 1))
-        self.head = nn.Conv2d(w[0], unshuffle * unshuffle, 1)
+        self.head = nn.Conv2d(w[0], unshuffle * unshuffle * (kernel * kernel + 1 if kernel else 1), 1)
 
     @property
     def size_multiple(self) -> int:
@@ -79,8 +106,10 @@ class UNet(nn.Module):
 
     @property
     def features_per_pixel(self) -> float:
-        """Feature values per input pixel in one layer of every level: activation memory is a small multiple."""
-        return sum(width / (self.unshuffle * 2**level) ** 2 for level, width in enumerate(self.config["widths"]))
+        """Feature values per input pixel in one layer of every level, plus the per-pixel filters at full
+        resolution: activation memory is a small multiple."""
+        levels = sum(width / (self.unshuffle * 2**level) ** 2 for level, width in enumerate(self.config["widths"]))
+        return levels + (self.kernel**2 + 1 if self.kernel else 0)
 
     @property
     def receptive_radius(self) -> int:
@@ -95,7 +124,7 @@ class UNet(nn.Module):
         for _ in self.up:
             scale //= 2
             radius += scale + convs * scale  # transposed-conv cell, then the decoder block
-        return radius + self.unshuffle
+        return radius + self.unshuffle + self.kernel // 2
 
     def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         h = self.stem(F.pixel_unshuffle(x - 0.5, self.unshuffle))
@@ -113,7 +142,8 @@ class UNet(nn.Module):
         h, skips = self._encode(x)
         for up, dec, skip in zip(reversed(self.up), reversed(self.dec), reversed(skips)):
             h = dec(torch.cat([F.leaky_relu(up(h), 0.1), skip], dim=1))
-        return F.pixel_shuffle(self.head(h), self.unshuffle) + _input_logits(x)
+        out = F.pixel_shuffle(self.head(h), self.unshuffle)
+        return _filter_input(out, x, self.kernel) if self.kernel else out + _input_logits(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.logits(x))
@@ -194,8 +224,8 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def multiply_adds_per_pixel(model: nn.Module) -> float:
-    """Multiply-adds of one forward pass per input pixel, over every convolution: the model's arithmetic cost,
-    whatever the machine."""
+    """Multiply-adds of one forward pass per input pixel, over every convolution and per-pixel filter: the
+    model's arithmetic cost, whatever the machine."""
     total = 0
 
     def count(layer: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
@@ -212,4 +242,4 @@ def multiply_adds_per_pixel(model: nn.Module) -> float:
     finally:
         for hook in hooks:
             hook.remove()
-    return total / side**2
+    return total / side**2 + getattr(model, "kernel", 0) ** 2

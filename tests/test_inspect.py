@@ -75,6 +75,16 @@ def test_card_of_a_model_without_info(tiny_model_path):
     assert not {"training data", "options", "noise recipe", "validation RMSE"} & card.keys()
 
 
+@pytest.mark.parametrize(("kernel", "described"), [
+    (1, "a gain and a bias predicted for each input pixel"),
+    (3, "a 3×3 filter of the input and a bias predicted for each pixel"),
+])
+def test_card_describes_per_pixel_filters(tmp_path, kernel, described):
+    config = {"arch": "unet", "widths": [4, 8], "unshuffle": 2, "convs": 1, "kernel": kernel}
+    card = dict(model_card(_saved(tmp_path, config, {})))
+    assert card["architecture"] == f"unet: widths 4-8, pixel-unshuffle ×2 stem, 1 conv per block, {described}"
+
+
 @pytest.mark.parametrize("config, side, step, pad", [
     ({"arch": "unet", "widths": [5, 6], "unshuffle": 1, "convs": 1}, 3, 1, 1),
     ({"arch": "unet", "widths": [5, 6], "unshuffle": 2, "convs": 1}, 6, 2, 2),

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from cleandoc.models import ARCHITECTURES, build_model, count_parameters, multiply_adds_per_pixel
+from cleandoc.models import ARCHITECTURES, INPUT_SKIP_GAIN, build_model, count_parameters, multiply_adds_per_pixel
 
 
 def tiny(config: dict, seed: int = 0) -> nn.Module:
@@ -20,6 +20,8 @@ RF_CONFIGS = [
     {"arch": "unet", "widths": [8], "unshuffle": 1, "convs": 1},
     {"arch": "unet", "widths": [8, 16], "unshuffle": 3, "convs": 1},
     {"arch": "unet", "widths": [4, 8, 8], "unshuffle": 1, "convs": 3},
+    {"arch": "unet", "widths": [8, 16], "unshuffle": 2, "convs": 1, "kernel": 3},
+    {"arch": "unet", "widths": [8, 16], "unshuffle": 4, "convs": 1, "kernel": 1},
     {"arch": "dae", "widths": [8]},
     {"arch": "dae", "widths": [8, 16]},
     {"arch": "dae", "widths": [4, 8], "convs": 3},
@@ -62,7 +64,7 @@ def test_receptive_radius_is_an_honest_and_tight_bound(config):
     assert radius <= 2 * empirical + multiple, f"radius {radius} is far looser than the empirical {empirical}"
 
 
-@pytest.mark.parametrize("config", RF_CONFIGS[:2] + RF_CONFIGS[5:7], ids=_ids)
+@pytest.mark.parametrize("config", RF_CONFIGS[:2] + RF_CONFIGS[5:9], ids=_ids)
 def test_no_normalisation_or_global_pooling(config):
     forbidden = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm,
                  nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
@@ -74,7 +76,7 @@ def test_no_normalisation_or_global_pooling(config):
     assert list(model.buffers()) == []
 
 
-@pytest.mark.parametrize("config", RF_CONFIGS[:2] + RF_CONFIGS[5:7], ids=_ids)
+@pytest.mark.parametrize("config", RF_CONFIGS[:2] + RF_CONFIGS[5:9], ids=_ids)
 def test_batch_elements_are_independent_and_mode_does_not_matter(config):
     model = tiny(config, seed=2)
     m = model.size_multiple
@@ -140,6 +142,7 @@ def test_size_multiple(config, multiple):
 
 @pytest.mark.parametrize("config", [
     {"arch": "unet", "widths": [8, 16], "unshuffle": 2, "convs": 1},
+    {"arch": "unet", "widths": [8, 16], "unshuffle": 4, "convs": 1, "kernel": 3},
     {"arch": "dae", "widths": [8, 16], "convs": 2},
 ])
 def test_config_round_trips_through_build_model(config):
@@ -158,6 +161,7 @@ def test_config_round_trips_through_build_model(config):
 def test_config_defaults_are_filled_in():
     assert build_model({"arch": "unet"}).config == {"arch": "unet", "widths": [32, 64, 128], "unshuffle": 2,
                                                     "convs": 2}
+    assert build_model({"arch": "unet", "kernel": 0}).config == build_model({"arch": "unet"}).config
     assert build_model({"arch": "dae"}).config == {"arch": "dae", "widths": [32, 64], "convs": 1}
     assert set(ARCHITECTURES) == {"unet", "dae"}
 
@@ -181,6 +185,9 @@ def test_build_model_rejects_unknown_arch(config):
     {"arch": "unet", "widths": []},
     {"arch": "unet", "widths": [8], "unshuffle": 0},
     {"arch": "unet", "widths": [8], "convs": 0},
+    {"arch": "unet", "widths": [8], "kernel": 2},
+    {"arch": "unet", "widths": [8], "kernel": 7},
+    {"arch": "unet", "widths": [8], "kernel": "3"},
     {"arch": "dae", "widths": []},
     {"arch": "dae", "widths": [8], "convs": 0},
 ])
@@ -206,6 +213,9 @@ def test_features_per_pixel_counts_one_layer_per_level_at_its_scale():
     assert build_model({"arch": "unet", "widths": [48, 96, 192], "unshuffle": 2}).features_per_pixel == 21
     assert build_model({"arch": "unet", "widths": [16, 32, 64, 128], "unshuffle": 4,
                         "convs": 1}).features_per_pixel == 1.875
+    # A per-pixel 3×3 filter adds its 9 taps and bias at full resolution.
+    assert build_model({"arch": "unet", "widths": [16, 32, 64, 128], "unshuffle": 4,
+                        "convs": 1, "kernel": 3}).features_per_pixel == 11.875
     assert build_model({"arch": "dae", "widths": [32, 64]}).features_per_pixel == 32 + 32 / 4 + 64 / 16
 
 
@@ -213,9 +223,33 @@ def test_features_per_pixel_counts_one_layer_per_level_at_its_scale():
     # stem 4→8 at 1/4 (72) + down 8→16 at 1/16 (72) + block 16→16 (144) + up 16→8, 2×2 kernel, per coarse
     # pixel (32) + decoder 16→8 at 1/4 (288) + 1×1 head 8→4 at 1/4 (8)
     ({"arch": "unet", "widths": [8, 16], "unshuffle": 2, "convs": 1}, 616),
+    # the same with a per-pixel 3×3 filter: the head predicts 4×10 values per cell (80 instead of 8) and
+    # applying the filter costs 9 per pixel
+    ({"arch": "unet", "widths": [8, 16], "unshuffle": 2, "convs": 1, "kernel": 3}, 697),
     # 1→8 at 1/4 (18) + 8→16 at 1/16 (72) + up 16→16 (64) + 16→8 at 1/4 (288) + up 8→8 (64)
     # + 8→1 at full resolution (72)
     ({"arch": "dae", "widths": [8, 16], "convs": 1}, 578),
 ])
 def test_multiply_adds_per_pixel_counts_every_convolution(config, expected):
     assert multiply_adds_per_pixel(build_model(config)) == expected
+
+
+@pytest.mark.parametrize("kernel", [1, 3, 5])
+def test_per_pixel_filter_applies_what_the_head_predicts(kernel):
+    """With the head's weights zeroed, every pixel gets the filter in the head's bias: the centre tap on top of
+    the fixed input gain, the others reading the neighbours at their offsets, and the bias added."""
+    model = tiny({"arch": "unet", "widths": [8, 16], "unshuffle": 2, "convs": 1, "kernel": kernel})
+    taps, cells = kernel * kernel, 4
+    coefficients = torch.zeros(taps + 1)
+    coefficients[0] = 0.5  # top-left tap (the centre one when kernel is 1, then overwritten)
+    coefficients[taps // 2] = -2.0  # centre tap, added to the input gain
+    coefficients[taps] = 0.25  # bias
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.copy_(coefficients.repeat_interleave(cells))
+    x = torch.rand(2, 1, 16, 20)
+    centred = x - 0.5
+    r = kernel // 2
+    top_left = torch.nn.functional.pad(centred, (r, r, r, r))[:, :, :16, :20]
+    expected = (INPUT_SKIP_GAIN - 2.0) * centred + 0.25 + (0.5 * top_left if kernel > 1 else 0)
+    torch.testing.assert_close(model.logits(x), expected)

@@ -66,6 +66,7 @@ def test_tiled_equals_whole(arch, height, width, tile, batch):
 @pytest.mark.parametrize("config", [
     {"arch": "unet", "widths": [8, 16], "unshuffle": 3, "convs": 1},  # size multiple 6, not a power of two
     {"arch": "unet", "widths": [8, 16, 32], "unshuffle": 1, "convs": 1},
+    {"arch": "unet", "widths": [8, 16], "unshuffle": 2, "convs": 1, "kernel": 3},  # per-pixel filters
     {"arch": "dae", "widths": [8], "convs": 2},
 ])
 def test_tiled_equals_whole_other_configs(config):

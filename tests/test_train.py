@@ -539,3 +539,10 @@ def test_training_with_the_contractive_penalty_runs_and_records_it(pair_set, tmp
     options = TrainOptions(model=TINY, epochs=1, patch_size=32, batch_size=4, patches_per_epoch=8, contractive=0.1)
     state = train_from_folders(dirty, clean, tmp_path / "m.safetensors", options)
     assert state["epoch"] == 1 and load_model(tmp_path / "m.safetensors").info["options"]["contractive"] == 0.1
+
+
+def test_train_cli_builds_the_network_its_options_describe(pair_set, tmp_path):
+    out = tmp_path / "k.safetensors"
+    result = train_cli(*pair_set, out, "--kernel", "3", "--epochs", "1")
+    assert result.exit_code == 0, result.output
+    assert load_model(out).config == {**TINY, "kernel": 3}
