@@ -235,7 +235,8 @@ def train(
             config["widths"] = [int(w) for w in widths.split(",")]
     except ValueError:
         raise _fail(f"--widths must be comma-separated integers, got {widths!r}") from None
-    config.update({k: v for k, v in {"unshuffle": unshuffle, "convs": convs, "kernel": kernel}.items() if v is not None})
+    given = {"unshuffle": unshuffle, "convs": convs, "kernel": kernel}
+    config.update({k: v for k, v in given.items() if v is not None})
     options = TrainOptions(model=config, epochs=epochs, patch_size=patch_size, max_scale=max_scale,
                            patches_per_epoch=patches_per_epoch,
                            batch_size=batch_size, lr=lr, weight_decay=weight_decay, loss=loss.value,

@@ -51,21 +51,17 @@ def _block(c_in: int, c_out: int, convs: int) -> nn.Sequential:
 
 
 def _filter_input(coefficients: torch.Tensor, x: torch.Tensor, kernel: int) -> torch.Tensor:
-    """Each pixel's logit as its own kernel×kernel filter of the input around it, plus a bias: `coefficients`
-    holds the kernel² taps and the bias of every pixel. The centre tap starts from the fixed input-logit gain, so
-    at initialisation this is the identity-like start every model has. Why: a network that runs at reduced
-    resolution predicts a per-pixel threshold and contrast (and, with kernel 3, a sharpening filter) almost for
-    free, and the full-resolution detail of the text edges comes straight from the input."""
+    """Each pixel's kernel×kernel filter of the input around it, plus a bias: `coefficients` holds the kernel²
+    taps and the bias of every pixel. Why: a network that runs at reduced resolution predicts a per-pixel
+    threshold and contrast (and, with kernel 3, a sharpening filter) almost for free, and the full-resolution
+    detail of the text edges comes straight from the input."""
     radius = kernel // 2
     height, width = x.shape[-2:]
     padded = F.pad(x - 0.5, (radius, radius, radius, radius))
     logit = coefficients[:, -1:]
     for tap in range(kernel * kernel):
         dy, dx = divmod(tap, kernel)
-        gain = coefficients[:, tap:tap + 1]
-        if (dy, dx) == (radius, radius):
-            gain = gain + INPUT_SKIP_GAIN
-        logit = logit + gain * padded[:, :, dy:dy + height, dx:dx + width]
+        logit = logit + coefficients[:, tap:tap + 1] * padded[:, :, dy:dy + height, dx:dx + width]
     return logit
 
 
@@ -75,9 +71,9 @@ class UNet(nn.Module):
 
     The stem folds `unshuffle`×`unshuffle` pixels into channels so most work runs at reduced resolution;
     `widths` gives the channel count of each level (the last one is the bottleneck); `convs` is the
-    number of 3×3 convolutions per block. With `kernel` 0 the head predicts each pixel's logit, added to the
-    input's; with an odd `kernel` it predicts, for each pixel, a kernel×kernel filter of the input and a bias
-    (`_filter_input`).
+    number of 3×3 convolutions per block. With `kernel` 0 the head predicts each pixel's logit; with an odd
+    `kernel` it predicts, for each pixel, a kernel×kernel filter of the input and a bias (`_filter_input`),
+    whose result is the logit. Either way the input's own logits are added.
     """
 
     arch = "unet"
@@ -143,7 +139,9 @@ class UNet(nn.Module):
         for up, dec, skip in zip(reversed(self.up), reversed(self.dec), reversed(skips)):
             h = dec(torch.cat([F.leaky_relu(up(h), 0.1), skip], dim=1))
         out = F.pixel_shuffle(self.head(h), self.unshuffle)
-        return _filter_input(out, x, self.kernel) if self.kernel else out + _input_logits(x)
+        if self.kernel:
+            out = _filter_input(out, x, self.kernel)
+        return out + _input_logits(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.logits(x))
