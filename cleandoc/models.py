@@ -9,9 +9,12 @@ multiples of it), which is all the tiler needs to cut a page into tiles whose st
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 INPUT_SKIP_GAIN = 6.0
 
@@ -36,11 +39,11 @@ def _check_sizes(arch: str, widths, **counts: int) -> list[int]:
     return widths
 
 
-def _input_logits(x: torch.Tensor) -> torch.Tensor:
-    """The input page as logits, added to the network's output: at initialisation the model is close to the
-    identity (a mild contrast stretch), so training starts from "do nothing" instead of having to learn it
-    through a saturating sigmoid, which can collapse to an all-white page."""
-    return INPUT_SKIP_GAIN * (x - 0.5)
+def _input_logits(centred: torch.Tensor) -> torch.Tensor:
+    """The input page (centred on 0) as logits, added to the network's output: at initialisation the model is
+    close to the identity (a mild contrast stretch), so training starts from "do nothing" instead of having to
+    learn it through a saturating sigmoid, which can collapse to an all-white page."""
+    return INPUT_SKIP_GAIN * centred
 
 
 def _block(c_in: int, c_out: int, convs: int) -> nn.Sequential:
@@ -50,18 +53,29 @@ def _block(c_in: int, c_out: int, convs: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def _filter_input(coefficients: torch.Tensor, x: torch.Tensor, kernel: int) -> torch.Tensor:
-    """Each pixel's kernel×kernel filter of the input around it, plus a bias: `coefficients` holds the kernel²
-    taps and the bias of every pixel. Why: a network that runs at reduced resolution predicts a per-pixel
-    threshold and contrast (and, with kernel 3, a sharpening filter) almost for free, and the full-resolution
-    detail of the text edges comes straight from the input."""
+def _filter_input(head: nn.Conv2d, h: torch.Tensor, cells: torch.Tensor, x: torch.Tensor, kernel: int) -> torch.Tensor:
+    """Each pixel's kernel×kernel filter of the input around it, plus a bias, as unshuffled cells: `cells` is the
+    centred input folded into cells (pixel-unshuffled), and the 1×1 `head` predicts from the features `h`, per
+    tap and then for the bias, one channel per pixel of a cell. Why: a network that runs at reduced resolution
+    predicts a per-pixel threshold and contrast (and, with kernel 3, a sharpening filter) almost for free, and the
+    full-resolution detail of the text edges comes straight from the input. Each coefficient is predicted just
+    before it is used, on cells, so a page holds a few full-resolution maps at a time, not kernel² + 1."""
+    per_tap = cells.shape[1]
+    unshuffle = math.isqrt(per_tap)
     radius = kernel // 2
     height, width = x.shape[-2:]
-    padded = F.pad(x - 0.5, (radius, radius, radius, radius))
-    logit = coefficients[:, -1:]
+    padded = F.pad(x - 0.5, (radius, radius, radius, radius)) if radius else None  # kernel 1 reads only `cells`
+
+    def coefficient(index: int) -> torch.Tensor:
+        rows = slice(index * per_tap, (index + 1) * per_tap)
+        return F.conv2d(h, head.weight[rows], head.bias[rows])
+
+    logit = coefficient(kernel * kernel)  # the bias
     for tap in range(kernel * kernel):
         dy, dx = divmod(tap, kernel)
-        logit = logit + coefficients[:, tap:tap + 1] * padded[:, :, dy:dy + height, dx:dx + width]
+        shifted = cells if dy == dx == radius else F.pixel_unshuffle(
+            padded[:, :, dy:dy + height, dx:dx + width], unshuffle)
+        logit = torch.addcmul(logit, coefficient(tap), shifted)
     return logit
 
 
@@ -102,10 +116,11 @@ class UNet(nn.Module):
 
     @property
     def features_per_pixel(self) -> float:
-        """Feature values per input pixel in one layer of every level, plus the per-pixel filters at full
-        resolution: activation memory is a small multiple."""
+        """Feature values per input pixel in one layer of every level, plus what the per-pixel filter holds at
+        full resolution (its running sum and one coefficient, and with kernel 3 or 5 one shifted copy of the
+        input): activation memory is a small multiple."""
         levels = sum(width / (self.unshuffle * 2**level) ** 2 for level, width in enumerate(self.config["widths"]))
-        return levels + (self.kernel**2 + 1 if self.kernel else 0)
+        return levels + (2 + (self.kernel > 1) if self.kernel else 0)
 
     @property
     def receptive_radius(self) -> int:
@@ -122,26 +137,25 @@ class UNet(nn.Module):
             radius += scale + convs * scale  # transposed-conv cell, then the decoder block
         return radius + self.unshuffle + self.kernel // 2
 
-    def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        h = self.stem(F.pixel_unshuffle(x - 0.5, self.unshuffle))
+    def _encode(self, cells: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        h = self.stem(cells)
         skips = []
         for down, enc in zip(self.down, self.enc):
             skips.append(h)
-            h = enc(F.leaky_relu(down(h), 0.1))
+            h = enc(F.leaky_relu(down(h), 0.1, inplace=True))
         return h, skips
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """The bottleneck code h(x) (what the contractive penalty regularises)."""
-        return self._encode(x)[0]
+        return self._encode(F.pixel_unshuffle(x - 0.5, self.unshuffle))[0]
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        h, skips = self._encode(x)
+        cells = F.pixel_unshuffle(x - 0.5, self.unshuffle)
+        h, skips = self._encode(cells)
         for up, dec, skip in zip(reversed(self.up), reversed(self.dec), reversed(skips)):
-            h = dec(torch.cat([F.leaky_relu(up(h), 0.1), skip], dim=1))
-        out = F.pixel_shuffle(self.head(h), self.unshuffle)
-        if self.kernel:
-            out = _filter_input(out, x, self.kernel)
-        return out + _input_logits(x)
+            h = dec(torch.cat([F.leaky_relu(up(h), 0.1, inplace=True), skip], dim=1))
+        out = _filter_input(self.head, h, cells, x, self.kernel) if self.kernel else self.head(h)
+        return F.pixel_shuffle(out + _input_logits(cells), self.unshuffle)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.logits(x))
@@ -196,7 +210,8 @@ class ConvDAE(nn.Module):
         return self.encoder(x - 0.5)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.encode(x)) + _input_logits(x)
+        centred = x - 0.5
+        return self.decoder(self.encoder(centred)) + _input_logits(centred)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.logits(x))
@@ -222,22 +237,10 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def multiply_adds_per_pixel(model: nn.Module) -> float:
-    """Multiply-adds of one forward pass per input pixel, over every convolution and per-pixel filter: the
-    model's arithmetic cost, whatever the machine."""
-    total = 0
-
-    def count(layer: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        nonlocal total  # a convolution spends weight[0] per output value, a transposed one per input value
-        values = inputs[0] if isinstance(layer, nn.ConvTranspose2d) else output
-        total += values.numel() * layer.weight[0].numel()
-
+    """Multiply-adds of one forward pass per input pixel, over every convolution (counted by torch's flop
+    counter, which sees functional calls too) and per-pixel filter: the model's arithmetic cost, whatever the
+    machine."""
     side = 4 * model.size_multiple
-    hooks = [layer.register_forward_hook(count) for layer in model.modules()
-             if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d))]
-    try:
-        with torch.inference_mode():
-            model(torch.zeros(1, 1, side, side, device=next(model.parameters()).device))
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return total / side**2 + getattr(model, "kernel", 0) ** 2
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 1, side, side, device=next(model.parameters()).device))
+    return counter.get_total_flops() / 2 / side**2 + getattr(model, "kernel", 0) ** 2

@@ -213,9 +213,12 @@ def test_features_per_pixel_counts_one_layer_per_level_at_its_scale():
     assert build_model({"arch": "unet", "widths": [48, 96, 192], "unshuffle": 2}).features_per_pixel == 21
     assert build_model({"arch": "unet", "widths": [16, 32, 64, 128], "unshuffle": 4,
                         "convs": 1}).features_per_pixel == 1.875
-    # A per-pixel 3×3 filter adds its 9 taps and bias at full resolution.
+    # A per-pixel filter adds its running sum and one coefficient at full resolution, and a 3×3 one a shifted
+    # copy of the input: its coefficients are predicted one at a time.
     assert build_model({"arch": "unet", "widths": [16, 32, 64, 128], "unshuffle": 4,
-                        "convs": 1, "kernel": 3}).features_per_pixel == 11.875
+                        "convs": 1, "kernel": 1}).features_per_pixel == 3.875
+    assert build_model({"arch": "unet", "widths": [16, 32, 64, 128], "unshuffle": 4,
+                        "convs": 1, "kernel": 3}).features_per_pixel == 4.875
     assert build_model({"arch": "dae", "widths": [32, 64]}).features_per_pixel == 32 + 32 / 4 + 64 / 16
 
 
@@ -237,19 +240,22 @@ def test_multiply_adds_per_pixel_counts_every_convolution(config, expected):
 @pytest.mark.parametrize("kernel", [1, 3, 5])
 def test_per_pixel_filter_applies_what_the_head_predicts(kernel):
     """With the head's weights zeroed, every pixel gets the filter in the head's bias: the centre tap on top of
-    the fixed input gain, the others reading the neighbours at their offsets, and the bias added."""
+    the fixed input gain, the others reading the neighbours at their offsets, and the bias added, which here
+    differs between the four pixels of a 2×2 cell, so each lands on its own pixel."""
     model = tiny({"arch": "unet", "widths": [8, 16], "unshuffle": 2, "convs": 1, "kernel": kernel})
     taps, cells = kernel * kernel, 4
-    coefficients = torch.zeros(taps + 1)
+    coefficients = torch.zeros(taps + 1, cells)
     coefficients[0] = 0.5  # top-left tap (the centre one when kernel is 1, then overwritten)
     coefficients[taps // 2] = -2.0  # centre tap, added to the input gain
-    coefficients[taps] = 0.25  # bias
+    coefficients[taps] = torch.tensor([0.25, 0.5, 0.75, 1.0])  # bias: cell pixels (0,0), (0,1), (1,0), (1,1)
     with torch.no_grad():
         model.head.weight.zero_()
-        model.head.bias.copy_(coefficients.repeat_interleave(cells))
+        model.head.bias.copy_(coefficients.flatten())
     x = torch.rand(2, 1, 16, 20)
     centred = x - 0.5
     r = kernel // 2
     top_left = torch.nn.functional.pad(centred, (r, r, r, r))[:, :, :16, :20]
-    expected = (INPUT_SKIP_GAIN - 2.0) * centred + 0.25 + (0.5 * top_left if kernel > 1 else 0)
+    rows, cols = torch.arange(16)[:, None] % 2, torch.arange(20) % 2
+    bias = 0.25 * (1 + 2 * rows + cols)
+    expected = (INPUT_SKIP_GAIN - 2.0) * centred + bias + (0.5 * top_left if kernel > 1 else 0)
     torch.testing.assert_close(model.logits(x), expected)
