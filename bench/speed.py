@@ -6,7 +6,9 @@ Both tools clean the same folder of rendered A4 pages at 300 dpi (2480×3508, `c
 as its own process: `cleandoc clean DIR -o OUT` once per model for the whole folder (start-up amortised over
 the pages, PNG in and out) and `unpaper` with its default settings once per page (PNG in, its native PGM out),
 as a user would run them. Reported: seconds per page, pages per second, the ratio cleandoc/unpaper, each
-process's peak resident memory, and the validation RMSE each model file records. `--huge N` also cleans one
+process's peak resident memory, and the validation RMSE each model file records. cleandoc's start-up (importing
+torch, loading the model: seconds, timed by cleaning one 64×64 page) is also reported, with the time per page
+and the ratio once it is taken out, which is what a folder of hundreds of pages sees. `--huge N` also cleans one
 N×N page (e.g. 20000) with the first model and reports its time and peak memory. Timings vary with the load
 of the machine: compare the ratios, which come from one run.
 """
@@ -80,20 +82,24 @@ def main() -> int:
         folder = Path(folder)
         synth_pages(folder / "a4", args.pages, dpi=300, seed=7)
         pages = sorted((folder / "a4" / "dirty").glob("*.png"))
+        tiny = folder / "tiny" / "page.png"
+        tiny.parent.mkdir()
+        cv2.imwrite(str(tiny), cv2.imread(str(pages[0]), cv2.IMREAD_GRAYSCALE)[:64, :64])
         for index, name in enumerate(models):
             model = load_model(name)
             val = model.info.get("val_rmse")
+            startup, _ = timed(cleandoc_command(tiny, folder / f"tiny{index}", name, args))
             seconds, rss = timed(cleandoc_command(folder / "a4" / "dirty", folder / f"out{index}", name, args))
             rows.append((f"cleandoc clean --model {name} ({model.config['arch']} "
                          f"{'-'.join(map(str, model.config.get('widths', [])))})", seconds / len(pages), rss,
-                         "n/a" if val is None else f"{val:.4f}"))
+                         "n/a" if val is None else f"{val:.4f}", startup, (seconds - startup) / len(pages)))
         if unpaper:
             (folder / "unpaper").mkdir()
             total, peak = 0.0, 0.0
             for page in pages:
                 seconds, rss = timed([unpaper, "--quiet", str(page), str(folder / "unpaper" / f"{page.stem}.pgm")])
                 total, peak = total + seconds, max(peak, rss)
-            rows.append(("unpaper, default settings (PNG → PGM)", total / len(pages), peak, "n/a"))
+            rows.append(("unpaper, default settings (PNG → PGM)", total / len(pages), peak, "n/a", None, None))
         if args.huge:
             huge_page(args.huge, pages[0], folder / "huge.png")
             seconds, rss = timed(cleandoc_command(folder / "huge.png", folder / "huge-out", models[0], args))
@@ -103,14 +109,18 @@ def main() -> int:
     unpaper_seconds = rows[-1][1] if unpaper else None
     print()
     print(f"| {args.pages} A4 300-dpi pages, PNG in and out | s per page | pages per s | ratio to unpaper "
-          "| peak RSS, MB | validation RMSE |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for name, seconds, rss, val in rows:
-        ratio = f"{seconds / unpaper_seconds:.2f}" if unpaper_seconds else "n/a"
-        print(f"| {name} | {seconds:.2f} | {1 / seconds:.3f} | {ratio} | {rss:.0f} | {val} |")
+          "| start-up, s | s per page after start-up | its ratio | peak RSS, MB | validation RMSE |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+
+    def ratio(seconds: float | None) -> str:
+        return f"{seconds / unpaper_seconds:.2f}" if unpaper_seconds and seconds is not None else "n/a"
+
+    for name, seconds, rss, val, startup, after in rows:
+        startup_cells = "| | | |" if startup is None else f"| {startup:.2f} | {after:.2f} | {ratio(after)} |"
+        print(f"| {name} | {seconds:.2f} | {1 / seconds:.3f} | {ratio(seconds)} {startup_cells} {rss:.0f} | {val} |")
     if args.huge:
         name, seconds, rss = huge
-        print(f"| {name} | {seconds:.1f} (whole page) | | | {rss:.0f} | |")
+        print(f"| {name} | {seconds:.1f} (whole page) | | | | | | {rss:.0f} | |")
     if not unpaper:
         print("\n(unpaper not found: install it, e.g. `apt-get install unpaper`, for the comparison)")
     return 0
