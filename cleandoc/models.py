@@ -53,32 +53,6 @@ def _block(c_in: int, c_out: int, convs: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def _filter_input(head: nn.Conv2d, h: torch.Tensor, cells: torch.Tensor, x: torch.Tensor, kernel: int) -> torch.Tensor:
-    """Each pixel's kernel×kernel filter of the input around it, plus a bias, as unshuffled cells: `cells` is the
-    centred input folded into cells (pixel-unshuffled), and the 1×1 `head` predicts from the features `h`, per
-    tap and then for the bias, one channel per pixel of a cell. Why: a network that runs at reduced resolution
-    predicts a per-pixel threshold and contrast (and, with kernel 3, a sharpening filter) almost for free, and the
-    full-resolution detail of the text edges comes straight from the input. Each coefficient is predicted just
-    before it is used, on cells, so a page holds a few full-resolution maps at a time, not kernel² + 1."""
-    per_tap = cells.shape[1]
-    unshuffle = math.isqrt(per_tap)
-    radius = kernel // 2
-    height, width = x.shape[-2:]
-    padded = F.pad(x - 0.5, (radius, radius, radius, radius)) if radius else None  # kernel 1 reads only `cells`
-
-    def coefficient(index: int) -> torch.Tensor:
-        rows = slice(index * per_tap, (index + 1) * per_tap)
-        return F.conv2d(h, head.weight[rows], head.bias[rows])
-
-    logit = coefficient(kernel * kernel)  # the bias
-    for tap in range(kernel * kernel):
-        dy, dx = divmod(tap, kernel)
-        shifted = cells if dy == dx == radius else F.pixel_unshuffle(
-            padded[:, :, dy:dy + height, dx:dx + width], unshuffle)
-        logit = torch.addcmul(logit, coefficient(tap), shifted)
-    return logit
-
-
 class UNet(nn.Module):
     """U-Net denoiser: pixel-unshuffle stem, strided-conv encoder, bottleneck, transposed-conv decoder
     with skip connections, pixel-shuffle head.
@@ -137,6 +111,35 @@ class UNet(nn.Module):
             radius += scale + convs * scale  # transposed-conv cell, then the decoder block
         return radius + self.unshuffle + self.kernel // 2
 
+    def _filter_input(self, h: torch.Tensor, x: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+        """Each pixel's kernel×kernel filter of the input around it, plus a bias, as unshuffled cells: `cells` is
+        `_cells(x)`, and the 1×1 head predicts from the features `h`, per tap and then
+        for the bias, one channel per pixel of a cell. Why: a network that runs at reduced resolution predicts a
+        per-pixel threshold and contrast (and, with kernel 3, a sharpening filter) almost for free, and the
+        full-resolution detail of the text edges comes straight from the input. Each coefficient is predicted
+        just before it is used, on cells, so a page holds a few full-resolution maps at a time, not kernel² + 1."""
+        per_tap, kernel = cells.shape[1], self.kernel
+        radius = kernel // 2
+        height, width = x.shape[-2:]
+        padded = F.pad(x - 0.5, (radius,) * 4) if radius else None  # kernel 1 reads only `cells`
+
+        def coefficient(index: int) -> torch.Tensor:
+            rows = slice(index * per_tap, (index + 1) * per_tap)
+            return F.conv2d(h, self.head.weight[rows], self.head.bias[rows])
+
+        logit = coefficient(kernel * kernel)  # the bias
+        for tap in range(kernel * kernel):
+            dy, dx = divmod(tap, kernel)
+            shifted = cells if dy == dx == radius else F.pixel_unshuffle(
+                padded[:, :, dy:dy + height, dx:dx + width], self.unshuffle)
+            logit = torch.addcmul(logit, coefficient(tap), shifted)
+        return logit
+
+    def _cells(self, x: torch.Tensor) -> torch.Tensor:
+        """The input, centred on 0, folded into unshuffle×unshuffle cells: what the stem reads and the per-pixel
+        filter and input logits work on."""
+        return F.pixel_unshuffle(x - 0.5, self.unshuffle)
+
     def _encode(self, cells: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         h = self.stem(cells)
         skips = []
@@ -147,14 +150,14 @@ class UNet(nn.Module):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """The bottleneck code h(x) (what the contractive penalty regularises)."""
-        return self._encode(F.pixel_unshuffle(x - 0.5, self.unshuffle))[0]
+        return self._encode(self._cells(x))[0]
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        cells = F.pixel_unshuffle(x - 0.5, self.unshuffle)
+        cells = self._cells(x)
         h, skips = self._encode(cells)
         for up, dec, skip in zip(reversed(self.up), reversed(self.dec), reversed(skips)):
             h = dec(torch.cat([F.leaky_relu(up(h), 0.1, inplace=True), skip], dim=1))
-        out = _filter_input(self.head, h, cells, x, self.kernel) if self.kernel else self.head(h)
+        out = self._filter_input(h, x, cells) if self.kernel else self.head(h)
         return F.pixel_shuffle(out + _input_logits(cells), self.unshuffle)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -236,11 +239,18 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def _addcmul_flops(*shapes, out_shape, **options) -> int:
+    """One multiply-add per output value (the flop counter's unit is half of one): what applying a per-pixel
+    filter tap costs."""
+    return 2 * math.prod(out_shape)
+
+
 def multiply_adds_per_pixel(model: nn.Module) -> float:
-    """Multiply-adds of one forward pass per input pixel, over every convolution (counted by torch's flop
-    counter, which sees functional calls too) and per-pixel filter: the model's arithmetic cost, whatever the
-    machine."""
+    """Multiply-adds of one forward pass per input pixel, over every convolution and per-pixel filter tap
+    (counted by torch's flop counter, which sees functional calls too): the model's arithmetic cost, whatever
+    the machine."""
     side = 4 * model.size_multiple
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+    counter = FlopCounterMode(display=False, custom_mapping={torch.ops.aten.addcmul: _addcmul_flops})
+    with torch.inference_mode(), counter:
         model(torch.zeros(1, 1, side, side, device=next(model.parameters()).device))
-    return counter.get_total_flops() / 2 / side**2 + getattr(model, "kernel", 0) ** 2
+    return counter.get_total_flops() / 2 / side**2
