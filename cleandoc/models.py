@@ -4,7 +4,7 @@ Every model maps a grayscale page in [0, 1] (shape B×1×H×W) to its clean vers
 only convolutions and fixed resamplings, no normalisation statistics, no global pooling. Each one states
 `receptive_radius` (how far, in input pixels, an output pixel can see) and `size_multiple` (H and W must be
 multiples of it), which is all the tiler needs to cut a page into tiles whose stitched result is exact, and
-`features_per_pixel`, which tells it how activation memory grows with the tile.
+`features_per_pixel`, the float values alive at once per pixel, which bounds activation memory for a tile.
 """
 
 from __future__ import annotations
@@ -90,11 +90,17 @@ class UNet(nn.Module):
 
     @property
     def features_per_pixel(self) -> float:
-        """Feature values per input pixel in one layer of every level, plus what the per-pixel filter holds at
-        full resolution (its running sum and one coefficient, and with kernel 3 or 5 one shifted copy of the
-        input): activation memory is a small multiple."""
-        levels = sum(width / (self.unshuffle * 2**level) ** 2 for level, width in enumerate(self.config["widths"]))
-        return levels + (2 + (self.kernel > 1) if self.kernel else 0)
+        """Float values alive at once, per input pixel, at the peak of a forward pass in inference mode: what
+        activation memory is, times 4 bytes. Besides the input and its cells (2) and every skip, the peak is in
+        the finest decoder block (the coarser level's output it upsamples, the concatenation of two levels and up
+        to two convolution outputs) or in the head (its features, and three full-resolution maps in flight; a
+        kernel-3 or 5 filter adds a padded input and one shifted copy of it)."""
+        widths, convs = self.config["widths"], self.config["convs"]
+        level = [width / (self.unshuffle * 2**i) ** 2 for i, width in enumerate(widths)]
+        coarser = level[1] + 2 * level[0] if len(widths) > 1 else 0
+        decoder = coarser + min(convs, 2) * level[0]
+        head = level[0] + (5 if self.kernel > 1 else 3)
+        return 2 + sum(level[:-1]) + max(decoder, head)
 
     @property
     def receptive_radius(self) -> int:
@@ -191,9 +197,12 @@ class ConvDAE(nn.Module):
 
     @property
     def features_per_pixel(self) -> float:
-        """As for the U-Net, plus the decoder's last layer at full resolution."""
+        """As for the U-Net: the peak is the last transposed convolution, which holds the input and its centred
+        copy, the bottleneck code (the decoder's argument), the half-resolution features it reads (or, with one
+        level, the next convolution's output) and its own full-resolution output."""
         widths = self.config["widths"]
-        return widths[0] + sum(width / 4 ** (level + 1) for level, width in enumerate(widths))
+        bottleneck = widths[-1] / 4 ** len(widths)
+        return 2 + bottleneck + widths[0] + (widths[0] / 4 if len(widths) > 1 else 1)
 
     @property
     def receptive_radius(self) -> int:

@@ -20,11 +20,17 @@ from .imageio import to_unit_float
 
 DEFAULT_TILE_CPU = 512
 DEFAULT_TILE_CUDA = 1024
-# Feature values in one batch of windows that the automatic tile size allows: the default model's 4 windows of
-# 656² (1.7 MP) on the CPU, measured at about 600 MB of activations. A light model gets bigger windows within it, and
-# the whole page when it fits: the fast model then recomputes no halo (model only, 2 cores: 0.8 s per A4 page
-# against 1.6-1.8 s with 1024-1760 px tiles, timed ad hoc around this function).
-FEATURES_IN_FLIGHT = 36_000_000
+# Activation memory one batch of windows may take when the tile size is automatic, counted as the model's
+# `features_per_pixel` float32 values per window pixel (which matches the growth of peak RSS with the window on
+# the CPU). The default model then gets windows of about 1 MP, computing 1.38 pixels per A4 page pixel, and the
+# fast model the whole A4 page, recomputing no halo at all (model only, 2 cores: 0.8 s per page against
+# 1.6-1.8 s with 1024-1760 px tiles, timed ad hoc around this function).
+ACTIVATION_BYTES = 320 * 2**20
+
+
+def activation_bytes(model: torch.nn.Module, pixels: int) -> float:
+    """The activation memory of running `model` on windows with this many pixels in all."""
+    return pixels * model.features_per_pixel * 4
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -82,19 +88,19 @@ def default_batch(device: torch.device) -> int:
 
 def default_tile(model: torch.nn.Module, device: torch.device, page_shape: tuple[int, int],
                  batch_size: int) -> tuple[int, int]:
-    """The core size (rows, columns) `run` uses when no tile is given. The whole page when its features fit
-    FEATURES_IN_FLIGHT (no halo recomputed at all); else, of the grids of equal cores whose windows fit the
+    """The core size (rows, columns) `run` uses when no tile is given. The whole page when its activations fit
+    ACTIVATION_BYTES (no halo recomputed at all); else, of the grids of equal cores whose windows fit the
     budget `batch_size` at a time, the one that computes the fewest pixels, halo included (on an A4 page
-    the default model then computes 1.3 pixels per page pixel instead of 1.7 with 512-pixel squares). Grids
+    the default model then computes 1.38 pixels per page pixel instead of 1.73 with 512-pixel squares). Grids
     whose biggest fitting cores are below the device's default tile are passed over (the page's own size
     where it is smaller), and if all are, that default tile is used as a square."""
     multiple = model.size_multiple
     height, width = (_round_up(side, multiple) for side in page_shape)
-    if height * width * model.features_per_pixel <= FEATURES_IN_FLIGHT:
+    if activation_bytes(model, height * width) <= ACTIVATION_BYTES:
         return height, width
     halo = halo_for(model)
     least = DEFAULT_TILE_CUDA if device.type == "cuda" else DEFAULT_TILE_CPU
-    window_pixels = FEATURES_IN_FLIGHT / (batch_size * model.features_per_pixel)
+    window_pixels = ACTIVATION_BYTES / activation_bytes(model, batch_size)
     best: tuple[int, int, int] | None = None  # (pixels computed, core rows, core columns)
     for columns in range(1, width // multiple + 1):
         core_w = _round_up(math.ceil(width / columns), multiple)
