@@ -100,7 +100,7 @@ def default_tile(model: torch.nn.Module, device: torch.device, page_shape: tuple
         return height, width
     halo = halo_for(model)
     least = DEFAULT_TILE_CUDA if device.type == "cuda" else DEFAULT_TILE_CPU
-    window_pixels = ACTIVATION_BYTES / activation_bytes(model, batch_size)
+    window_pixels = ACTIVATION_BYTES / batch_size / activation_bytes(model, 1)
     best: tuple[int, int, int] | None = None  # (pixels computed, core rows, core columns)
     for columns in range(1, width // multiple + 1):
         core_w = _round_up(math.ceil(width / columns), multiple)

@@ -10,6 +10,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from cleandoc.models import ARCHITECTURES, INPUT_SKIP_GAIN, build_model, count_parameters, multiply_adds_per_pixel
+from cleandoc.store import SHIPPED_MODELS, load_model
 
 
 def tiny(config: dict, seed: int = 0) -> nn.Module:
@@ -235,10 +236,7 @@ class PeakLiveMemory(TorchDispatchMode):
         return out
 
 
-SHIPPED_CONFIGS = [
-    {"arch": "unet", "widths": [48, 96, 192], "unshuffle": 2, "convs": 2},
-    {"arch": "unet", "widths": [16, 32, 64, 128], "unshuffle": 4, "convs": 1, "kernel": 1},
-]
+SHIPPED_CONFIGS = [load_model(name).config for name in SHIPPED_MODELS]  # read from the files, so they cannot drift
 
 
 @pytest.mark.parametrize("config", RF_CONFIGS + SHIPPED_CONFIGS)
@@ -258,8 +256,8 @@ def test_features_per_pixel_is_the_peak_of_live_activations(config):
 def test_features_per_pixel_of_the_shipped_architectures():
     """Worked by hand: the default model peaks in its finest decoder block (input and cells 2, skips 12 + 6, the
     upsampled level 6, the concatenation 24, two convolution outputs 24); the fast model in its head."""
-    assert build_model(SHIPPED_CONFIGS[0]).features_per_pixel == 74
-    assert build_model(SHIPPED_CONFIGS[1]).features_per_pixel == 7.75
+    assert load_model("default").features_per_pixel == 74
+    assert load_model("fast").features_per_pixel == 7.75
 
 
 @pytest.mark.parametrize(("config", "expected"), [
