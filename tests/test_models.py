@@ -255,9 +255,10 @@ def test_features_per_pixel_is_the_peak_of_live_activations(config):
 
 def test_features_per_pixel_of_the_shipped_architectures():
     """Worked by hand: the default model peaks in its finest decoder block (input and cells 2, skips 12 + 6, the
-    upsampled level 6, the concatenation 24, two convolution outputs 24); the fast model in its head."""
+    upsampled level 6, the concatenation 24, two convolution outputs 24); the fast model there too (input and
+    cells 2, skips 2 + 1 + 0.5 + 0.25, the upsampled level 1, the concatenation 4, one convolution output 2)."""
     assert load_model("default").features_per_pixel == 74
-    assert load_model("fast").features_per_pixel == 7.75
+    assert load_model("fast").features_per_pixel == 12.75
 
 
 @pytest.mark.parametrize(("config", "expected"), [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import platform
+
 import numpy as np
 import pytest
 import torch
@@ -158,6 +160,22 @@ def test_on_tile_reports_progress_to_the_total():
     assert calls[-1] == (20, 20)
     assert [done for done, _ in calls] == [3, 6, 9, 12, 15, 18, 20]
     assert all(total == 20 for _, total in calls)
+
+
+def test_freed_memory_is_returned_after_every_batch(monkeypatch):
+    """Without it glibc's heap fragments from window to window and a huge page's peak RSS grows past the
+    activation budget (bench/speed.py --huge measures the effect; this checks the call is made)."""
+    trims = []
+    monkeypatch.setattr(tiling, "_malloc_trim", trims.append)
+    tiling.run(tiny_model("dae"), make_page(50, 70), tile=16, batch_size=3)
+    assert trims == [0] * 7
+
+
+def test_glibc_malloc_trim_is_found_where_glibc_runs():
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("not glibc")
+    assert tiling._malloc_trim is not None
+    tiling.release_freed_memory()
 
 
 def test_tile_rounded_up_to_size_multiple():
