@@ -120,10 +120,10 @@ class UNet(nn.Module):
     def _filter_input(self, h: torch.Tensor, x: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
         """Each pixel's kernel×kernel filter of the input around it, plus a bias, as unshuffled cells: `cells` is
         `_cells(x)`, and the 1×1 head predicts from the features `h`, per tap and then for the bias, one channel
-        per pixel of a cell. Why: a network that runs at reduced resolution predicts a
-        per-pixel threshold and contrast (and, with kernel 3, a sharpening filter) almost for free, and the
-        full-resolution detail of the text edges comes straight from the input. Each coefficient is predicted
-        just before it is used, on cells, so a page holds a few full-resolution maps at a time, not kernel² + 1."""
+        per pixel of a cell. Why: a network that runs at reduced resolution predicts a per-pixel threshold and
+        contrast (and, with kernel 3, a sharpening filter) almost for free, and the full-resolution detail of the
+        text edges comes straight from the input. Each coefficient is predicted just before it is used, on
+        cells, so a page holds a few full-resolution maps at a time, not kernel² + 1."""
         per_tap, kernel = cells.shape[1], self.kernel
         radius = kernel // 2
         height, width = x.shape[-2:]

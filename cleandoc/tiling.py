@@ -24,12 +24,12 @@ DEFAULT_TILE_CUDA = 1024
 # Activation memory one batch of windows may take when the tile size is automatic, counted as the model's
 # `features_per_pixel` float32 values per window pixel (which matches the growth of peak RSS with the window on
 # the CPU). The default model then gets windows of about 1 MP, computing 1.38 pixels per A4 page pixel, and the
-# fast model two windows, 1.27; a model as light as the previous fast one gets the whole A4 page, recomputing no
-# halo at all (model only, 2 cores: 0.8 s per page against 1.6-1.8 s with 1024-1760 px tiles, timed ad hoc
-# around this function).
+# fast model two windows, 1.27; a model of up to 9.5 values per pixel gets the whole A4 page, recomputing no halo
+# at all (the ×4-grid 16-32-64-128 network, model only, 2 cores: 0.8 s per page against 1.6-1.8 s with
+# 1024-1760 px tiles, timed ad hoc around this function).
 ACTIVATION_BYTES = 320 * 2**20
 
-try:  # glibc's, to hand the heap pages a forward pass freed back to the OS; absent elsewhere
+try:  # glibc only; see release_freed_memory
     _malloc_trim = ctypes.CDLL(None).malloc_trim
 except (AttributeError, OSError, TypeError):
     _malloc_trim = None
@@ -94,10 +94,11 @@ def default_batch(device: torch.device) -> int:
 
 
 def release_freed_memory() -> None:
-    """Return the memory the last windows' activations freed. glibc keeps freed heap pages, and a thin network's
-    many mid-sized activations fragment its heap from window to window: on a 12000² page the fast model's
-    peak RSS grew by 960 MB over the page for activations of 370 MB, and by 540 MB with this after each batch,
-    at no cost in time (measured ad hoc around `run`; `bench/speed.py --huge` shows the effect)."""
+    """Hand the heap pages the last windows' activations freed back to the OS (a no-op without glibc; only CPU
+    activations live on the heap). glibc keeps freed heap pages, and a thin network's many mid-sized
+    activations fragment its heap from window to window: on a 12000² page the fast model's peak RSS grew by
+    960 MB over the page for activations of 370 MB, and by 540 MB with this after each batch, at no cost in
+    time (measured ad hoc around `run`; `bench/speed.py --huge` shows the effect)."""
     if _malloc_trim is not None:
         _malloc_trim(0)
 
@@ -225,7 +226,8 @@ def run(model: torch.nn.Module, page: np.ndarray, tile: int = 0, batch_size: int
             else:
                 still_read.append((y, x, core))
         held = still_read
-        release_freed_memory()
+        if device.type == "cpu":
+            release_freed_memory()
         if on_tile:
             on_tile(done, len(cores))
     return out
