@@ -23,11 +23,14 @@ DEFAULT_TILE_CPU = 512
 DEFAULT_TILE_CUDA = 1024
 # Activation memory one batch of windows may take when the tile size is automatic, counted as the model's
 # `features_per_pixel` float32 values per window pixel (which matches the growth of peak RSS with the window on
-# the CPU). The default model then gets windows of about 1 MP, computing 1.38 pixels per A4 page pixel, and the
-# fast model two windows, 1.27; a model of up to 9.5 values per pixel gets the whole A4 page, recomputing no halo
-# at all (the ×4-grid 16-32-64-128 network, model only, 2 cores: 0.8 s per page against 1.6-1.8 s with
-# 1024-1760 px tiles, timed ad hoc around this function).
+# the CPU): the budget on a GPU, and the least one on a CPU.
 ACTIVATION_BYTES = 320 * 2**20
+# On a CPU the page being cleaned (its samples and the output being filled) shares RAM with the activations, so
+# a page smaller than the largest leaves its share to them: together they take at most this much, or the page
+# and ACTIVATION_BYTES where the page alone is bigger. A 20000² 8-bit page (400 MB) gets ACTIVATION_BYTES. An
+# 8-bit A4 page leaves the activations 692 MiB: the fast model runs it as one window (two at ACTIVATION_BYTES,
+# computing 1.27 pixels per page pixel) and the default model as five strips, computing 1.21 (1.38).
+CPU_MEMORY_BYTES = 700 * 2**20
 
 try:  # glibc only; see release_freed_memory
     _malloc_trim = ctypes.CDLL(None).malloc_trim
@@ -103,21 +106,31 @@ def release_freed_memory() -> None:
         _malloc_trim(0)
 
 
-def default_tile(model: torch.nn.Module, device: torch.device, page_shape: tuple[int, int],
-                 batch_size: int) -> tuple[int, int]:
-    """The core size (rows, columns) `run` uses when no tile is given. The whole page when its activations fit
-    ACTIVATION_BYTES (no halo recomputed at all); else, of the grids of equal cores whose windows fit the
-    budget `batch_size` at a time, the one that computes the fewest pixels, halo included (on an A4 page
-    the default model then computes 1.38 pixels per page pixel instead of 1.73 with 512-pixel squares). Grids
-    whose biggest fitting cores are below the device's default tile are passed over (the page's own size
-    where it is smaller), and if all are, that default tile is used as a square."""
+def activation_budget(device: torch.device, page_bytes: int) -> int:
+    """The bytes one batch of windows' activations may take beside a page whose samples and output take
+    `page_bytes`: what CPU_MEMORY_BYTES leaves on a CPU, ACTIVATION_BYTES at least and on a GPU."""
+    if device.type == "cpu":
+        return max(ACTIVATION_BYTES, CPU_MEMORY_BYTES - page_bytes)
+    return ACTIVATION_BYTES
+
+
+def default_tile(model: torch.nn.Module, device: torch.device, page_shape: tuple[int, int], batch_size: int,
+                 page_bytes: int) -> tuple[int, int]:
+    """The core size (rows, columns) `run` uses when no tile is given, for a page whose samples and output
+    take `page_bytes`. The whole page when its activations fit the `activation_budget` (no halo recomputed at
+    all); else, of the grids of equal cores whose windows fit the budget `batch_size` at a time, the one that
+    computes the fewest pixels, halo included (with ACTIVATION_BYTES the default model computes 1.38 pixels per
+    A4 page pixel instead of 1.73 with 512-pixel squares). Grids whose biggest fitting cores are below the
+    device's default tile are passed over (the page's own size where it is smaller), and if all are, that
+    default tile is used as a square."""
     multiple = model.size_multiple
     height, width = (_round_up(side, multiple) for side in page_shape)
-    if activation_bytes(model, height * width) <= ACTIVATION_BYTES:
+    budget = activation_budget(device, page_bytes)
+    if activation_bytes(model, height * width) <= budget:
         return height, width
     halo = halo_for(model)
     least = DEFAULT_TILE_CUDA if device.type == "cuda" else DEFAULT_TILE_CPU
-    window_pixels = ACTIVATION_BYTES / batch_size / activation_bytes(model, 1)
+    window_pixels = budget / batch_size / activation_bytes(model, 1)
     best: tuple[int, int, int] | None = None  # (pixels computed, core rows, core columns)
     for columns in range(1, width // multiple + 1):
         core_w = _round_up(math.ceil(width / columns), multiple)
@@ -196,7 +209,8 @@ def run(model: torch.nn.Module, page: np.ndarray, tile: int = 0, batch_size: int
     if tile:
         tile_h = tile_w = _round_up(tile, multiple)
     else:
-        tile_h, tile_w = default_tile(model, device, page.shape, batch_size)
+        tile_h, tile_w = default_tile(model, device, page.shape, batch_size,
+                                      page.nbytes + (0 if out is page else out.nbytes))
     halo = halo_for(model)
     # The page is seen as if edge-padded to a multiple of the model's size multiple.
     padded_h, padded_w = _round_up(height, multiple), _round_up(width, multiple)
