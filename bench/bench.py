@@ -1,17 +1,17 @@
-"""Quality and CPU speed of a model, next to doing nothing, printed as a Markdown table.
+"""Quality and speed of a model, next to doing nothing, printed as a Markdown table.
 
-    python bench/bench.py [--model M] [--data ../shared/data/noisyoffice-kaggle] [--repeats 3]
+    python bench/bench.py [--model M] [--data ../shared/data/noisyoffice-kaggle] [--repeats 3] [--device cpu]
 
 Quality: pooled RMSE, mean PSNR and SSIM on the validation page groups of the shared NoisyOffice pairs, split
 exactly as the model's training run split them (fraction and seed from the model file; skipped when the data
 is absent), and pooled RMSE on --synth rendered pages at --dpi with random degradations. Speed: seconds to
 clean one A4 page at 300 dpi (2480×3508), model only and end to end (read PNG, clean, write PNG), median of
---repeats runs in this process, on this machine's CPU.
+--repeats runs in this process, on --device (this machine's CPU unless told; `cuda` for a GPU).
 
     python bench/bench.py --compare A.safetensors B.safetensors ...
 
 scores several models side by side on the validation split (the table of what each training recipe is worth),
-with each one's multiply-adds per pixel and CPU seconds per A4 page (the accuracy-for-speed trade-off).
+with each one's multiply-adds per pixel and seconds per A4 page (the accuracy-for-speed trade-off).
 --precision (auto, fp32, fp16, bf16) is the arithmetic of every figure, as `cleandoc clean --precision`.
 """
 
@@ -37,7 +37,7 @@ from cleandoc.files import Job
 from cleandoc.models import count_parameters, multiply_adds_per_pixel
 from cleandoc.store import load_model
 from cleandoc.synth import synth_pages
-from cleandoc.tiling import PRECISIONS, autocast_dtype, run
+from cleandoc.tiling import PRECISIONS, autocast_dtype, pick_device, run
 
 A4_300DPI = (3508, 2480)  # height, width
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "noisyoffice-kaggle"
@@ -60,7 +60,7 @@ def a4_page(data: Path) -> np.ndarray:
     return page
 
 
-def validation_report(model: torch.nn.Module, data: Path, dtype: torch.dtype | None):
+def validation_report(model: torch.nn.Module, data: Path, dtype: torch.dtype | None, device: torch.device):
     """The model's scores on the validation page groups of its own training split (fraction and seed from
     the model file), and a line saying which pages those are."""
     options = model.info.get("options", {})
@@ -69,13 +69,14 @@ def validation_report(model: torch.nn.Module, data: Path, dtype: torch.dtype | N
     pairs = find_pairs(data / "train", data / "train_cleaned")
     groups = page_groups([clean for _, clean in load_pairs(pairs)])
     _, val = split_by_group(groups, fraction, seed)
-    report, _ = evaluate([pairs[i] for i in val], model, torch.device("cpu"), dtype=dtype)
+    report, _ = evaluate([pairs[i] for i in val], model, device, dtype=dtype)
     n_groups = len({groups[i] for i in val})
     return report, f"{len(val)} pages, {n_groups} page groups never trained on (fraction {fraction}, seed {seed})"
 
 
-def quality(model: torch.nn.Module, data: Path, dtype: torch.dtype | None) -> list[tuple[str, str, str]]:
-    report, where = validation_report(model, data, dtype)
+def quality(model: torch.nn.Module, data: Path, dtype: torch.dtype | None,
+            device: torch.device) -> list[tuple[str, str, str]]:
+    report, where = validation_report(model, data, dtype, device)
     return [
         ("pooled RMSE (lower is better)", f"{report.input_rmse:.4f}", f"{report.rmse:.4f}"),
         ("mean PSNR, dB", f"{report.mean('input_psnr'):.2f}", f"{report.mean('psnr'):.2f}"),
@@ -98,17 +99,17 @@ def recipe(model: torch.nn.Module) -> str:
     return ", ".join(parts)
 
 
-def compare(paths: list[Path], data: Path, dtype: torch.dtype | None, repeats: int) -> None:
+def compare(paths: list[Path], data: Path, dtype: torch.dtype | None, repeats: int, device: torch.device) -> None:
     """One row per model, all scored on the validation split their files name (it must be the same), with
     each model's arithmetic and CPU time per A4 page: the trade-off between accuracy and speed."""
     print("| model | trained on | best epoch of epochs × patches | validation RMSE | mean PSNR, dB | mean SSIM "
-          "| multiply-adds per pixel | CPU s per A4 page, model only |")
+          f"| multiply-adds per pixel | {where_timed(device)} s per A4 page, model only |")
     print("|---|---|---|---:|---:|---:|---:|---:|")
     splits = set()
     page = a4_page(data)
     for index, path in enumerate(paths):
-        model = load_model(path)
-        report, where = validation_report(model, data, dtype)
+        model = load_model(path, device)
+        report, where = validation_report(model, data, dtype, device)
         splits.add(where)
         if index == 0:
             print(f"| do nothing | | | {report.input_rmse:.4f} | {report.mean('input_psnr'):.2f} | "
@@ -118,36 +119,41 @@ def compare(paths: list[Path], data: Path, dtype: torch.dtype | None, repeats: i
                   f"{options.get('patches_per_epoch', '?')}")
         print(f"| {path.name} | {recipe(model)} | {budget} | {report.rmse:.4f} | {report.mean('psnr'):.2f} | "
               f"{report.mean('ssim'):.4f} | {multiply_adds_per_pixel(model):,.0f} | "
-              f"{model_seconds(model, page, repeats, dtype):.2f} |", flush=True)
+              f"{model_seconds(model, page, repeats, dtype, device):.2f} |", flush=True)
     print(f"\nvalidation: {' / '.join(sorted(splits))}")
 
 
-def model_seconds(model: torch.nn.Module, page: np.ndarray, repeats: int, dtype: torch.dtype | None) -> float:
-    """Median seconds of `repeats` runs of the network over the page, after a warm-up on a corner."""
-    run(model, page[:512, :512], dtype=dtype)
+def where_timed(device: torch.device) -> str:
+    return "CPU" if device.type == "cpu" else "GPU"
+
+
+def model_seconds(model: torch.nn.Module, page: np.ndarray, repeats: int, dtype: torch.dtype | None,
+                  device: torch.device) -> float:
+    """Median seconds of `repeats` runs of the network over the page, after a warm-up on a corner (the result
+    comes back to the CPU, so a GPU has finished when the clock stops)."""
+    run(model, page[:512, :512], dtype=dtype, device=device)
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        run(model, page, dtype=dtype)
+        run(model, page, dtype=dtype, device=device)
         times.append(time.perf_counter() - started)
     return statistics.median(times)
 
 
-def synthetic(model: torch.nn.Module, pages: int, dpi: int,
-              dtype: torch.dtype | None) -> list[tuple[str, str, str]]:
+def synthetic(model: torch.nn.Module, pages: int, dpi: int, dtype: torch.dtype | None,
+              device: torch.device) -> list[tuple[str, str, str]]:
     """Quality on rendered pages with random document degradations (`cleandoc synth`): text at 300 dpi is
     about three times larger than in the NoisyOffice pages, so this shows whether the model generalises."""
     with tempfile.TemporaryDirectory() as folder:
         synth_pages(Path(folder), pages, dpi=dpi, seed=2024)
-        report, _ = evaluate(find_pairs(Path(folder) / "dirty", Path(folder) / "clean"), model, torch.device("cpu"),
-                             dtype=dtype)
+        report, _ = evaluate(find_pairs(Path(folder) / "dirty", Path(folder) / "clean"), model, device, dtype=dtype)
     return [(f"pooled RMSE on {pages} synthetic A4 pages at {dpi} dpi (cleandoc synth, seed 2024)",
              f"{report.input_rmse:.4f}", f"{report.rmse:.4f}")]
 
 
-def speed(model: torch.nn.Module, page: np.ndarray, repeats: int,
-          dtype: torch.dtype | None) -> list[tuple[str, str, str]]:
-    model_only = model_seconds(model, page, repeats, dtype)
+def speed(model: torch.nn.Module, page: np.ndarray, repeats: int, dtype: torch.dtype | None,
+          device: torch.device) -> list[tuple[str, str, str]]:
+    model_only = model_seconds(model, page, repeats, dtype, device)
     with tempfile.TemporaryDirectory() as folder:
         source = Path(folder) / "a4.png"
         cv2.imwrite(str(source), np.rint(page * 255).astype(np.uint8))
@@ -155,15 +161,16 @@ def speed(model: torch.nn.Module, page: np.ndarray, repeats: int,
         for i in range(repeats):
             job = Job(source, Path(folder) / f"out{i}.png")
             started = time.perf_counter()
-            [result] = clean_pages([job], model, CleanOptions(dtype=dtype), torch.device("cpu")).results
+            [result] = clean_pages([job], model, CleanOptions(dtype=dtype), device).results
             end_to_end.append(time.perf_counter() - started)
             assert result.status == "cleaned", result.reason
         started = time.perf_counter()
         cv2.imwrite(str(Path(folder) / "copy.png"), cv2.imread(str(source), cv2.IMREAD_GRAYSCALE))
         io_only = time.perf_counter() - started
     return [
-        ("CPU s per A4 300-dpi page, model only", "0", f"{model_only:.2f}"),
-        ("CPU s per A4 300-dpi page, read + clean + write PNG", f"{io_only:.2f}", f"{statistics.median(end_to_end):.2f}"),
+        (f"{where_timed(device)} s per A4 300-dpi page, model only", "0", f"{model_only:.2f}"),
+        (f"{where_timed(device)} s per A4 300-dpi page, read + clean + write PNG", f"{io_only:.2f}",
+         f"{statistics.median(end_to_end):.2f}"),
     ]
 
 
@@ -177,28 +184,33 @@ def main() -> int:
     parser.add_argument("--compare", type=Path, nargs="+", metavar="MODEL",
                         help="only score these models side by side on the validation split, one row each")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto", help="as cleandoc clean --precision")
+    parser.add_argument("--device", default="cpu", help="as cleandoc clean --device (default cpu)")
     args = parser.parse_args()
-    dtype = autocast_dtype(args.precision, torch.device("cpu"))
-    print(f"precision: {args.precision} ({dtype or torch.float32})")
+    try:
+        device = pick_device(args.device)
+    except ValueError as exc:
+        parser.error(str(exc))
+    dtype = autocast_dtype(args.precision, device)
+    print(f"precision: {args.precision} ({dtype or torch.float32}) on {device}")
     if args.compare:
         if not (args.data / "train").is_dir():
             print(f"no data at {args.data}: nothing to compare on")
             return 0
-        compare(args.compare, args.data, dtype, args.repeats)
+        compare(args.compare, args.data, dtype, args.repeats, device)
         return 0
-    model = load_model(args.model)
+    model = load_model(args.model, device)
     print(f"model: {model.source} ({model.config['arch']}, {count_parameters(model):,} parameters, "
           f"receptive radius {model.receptive_radius} px)")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"torch {torch.__version__} with {torch.get_num_threads()} threads")
     rows = []
     if (args.data / "train").is_dir():
-        rows += quality(model, args.data, dtype)
+        rows += quality(model, args.data, dtype, device)
     else:
         print(f"(quality skipped: no data at {args.data})")
     if args.synth:
-        rows += synthetic(model, args.synth, args.dpi, dtype)
-    rows += speed(model, a4_page(args.data), args.repeats, dtype)
+        rows += synthetic(model, args.synth, args.dpi, dtype, device)
+    rows += speed(model, a4_page(args.data), args.repeats, dtype, device)
     print()
     print("| figure | do nothing | cleandoc |")
     print("|---|---:|---:|")

@@ -58,3 +58,11 @@ def test_speed_bench_prints_its_table(tiny_model_path):
     cells = row.strip("| ").split(" | ")
     assert len(cells) == 9 and float(cells[4]) > 0  # start-up timed, beside the per-page figures
     assert f"| cleandoc clean --model {tiny_model_path}, one 3000×3000 page (9 MP) |" in result.stdout
+
+
+def test_bench_refuses_a_device_that_is_not_there_in_one_line(tiny_model_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench.py"), "--model", str(tiny_model_path), "--device", "cuda:99"],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "device 'cuda:99' is not available on this machine" in result.stderr
