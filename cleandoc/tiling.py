@@ -23,7 +23,7 @@ DEFAULT_TILE_CPU = 512
 DEFAULT_TILE_CUDA = 1024
 # Activation memory one batch of windows may take when the tile size is automatic, counted as the model's
 # `features_per_pixel` float32 values per window pixel (which matches the growth of peak RSS with the window on
-# the CPU): the budget on a GPU, and the least one on a CPU.
+# the CPU): the least budget anywhere.
 ACTIVATION_BYTES = 320 * 2**20
 # On a CPU the page being cleaned (its samples and the output being filled) shares RAM with the activations, so
 # a page smaller than the largest leaves its share to them: together they take at most this much, or the page
@@ -31,6 +31,12 @@ ACTIVATION_BYTES = 320 * 2**20
 # 8-bit A4 page leaves the activations 692 MiB: the fast model runs it as one window (two at ACTIVATION_BYTES,
 # computing 1.27 pixels per page pixel) and the default model as five strips, computing 1.21 (1.38).
 CPU_MEMORY_BYTES = 700 * 2**20
+# On a GPU the activations get this share of the device's total memory (at least ACTIVATION_BYTES), not of what
+# is free at the moment: the tiles then depend on the page, the model and the device alone. With ACTIVATION_BYTES
+# split over a batch of four, both shipped models fell back to 1024-pixel cores on an A4 page, computing 1.88
+# pixels per page pixel (default) and 2.99 (fast, whose halo is 224 px); a quarter of a 16 GB GPU takes the
+# whole page in one window. The budget counts float32 activations; in half precision they take about half.
+GPU_MEMORY_SHARE = 0.25
 
 try:  # glibc only; see release_freed_memory
     _malloc_trim = ctypes.CDLL(None).malloc_trim
@@ -108,10 +114,13 @@ def release_freed_memory() -> None:
 
 def activation_budget(device: torch.device, page_bytes: int) -> int:
     """The bytes one batch of windows' activations may take beside a page whose samples and output take
-    `page_bytes`: what CPU_MEMORY_BYTES leaves on a CPU, ACTIVATION_BYTES at least and on a GPU."""
+    `page_bytes`: what CPU_MEMORY_BYTES leaves on a CPU, GPU_MEMORY_SHARE of a GPU's memory, and at least
+    ACTIVATION_BYTES."""
     if device.type == "cpu":
-        return max(ACTIVATION_BYTES, CPU_MEMORY_BYTES - page_bytes)
-    return ACTIVATION_BYTES
+        available = CPU_MEMORY_BYTES - page_bytes
+    else:
+        available = int(torch.cuda.get_device_properties(device).total_memory * GPU_MEMORY_SHARE)
+    return max(ACTIVATION_BYTES, available)
 
 
 def default_tile(model: torch.nn.Module, device: torch.device, page_shape: tuple[int, int], batch_size: int,

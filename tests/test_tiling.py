@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import types
 
 import numpy as np
 import pytest
@@ -244,12 +245,33 @@ def test_default_tile_on_an_a4_page_for_the_shipped_models():
     assert tiling.default_tile(default, cpu, a4, 1, 20000**2) == (880, 832)
 
 
+def gpu_with(monkeypatch, gigabytes: float) -> torch.device:
+    """A CUDA device of this much memory, as far as the tiler can tell (no GPU needed)."""
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda device: types.SimpleNamespace(total_memory=int(gigabytes * 2**30)))
+    return torch.device("cuda")
+
+
 def test_a_cpu_gives_the_activations_what_the_page_leaves():
-    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    cpu = torch.device("cpu")
     assert tiling.activation_budget(cpu, 20000**2) == tiling.ACTIVATION_BYTES  # the largest page gets the least
     assert tiling.activation_budget(cpu, 10**12) == tiling.ACTIVATION_BYTES
     assert tiling.activation_budget(cpu, 3508 * 2480) == tiling.CPU_MEMORY_BYTES - 3508 * 2480
-    assert tiling.activation_budget(cuda, 3508 * 2480) == tiling.ACTIVATION_BYTES  # activations in GPU memory
+
+
+def test_a_gpu_gives_the_activations_a_share_of_its_memory(monkeypatch):
+    """The page lives in host memory, so its size does not matter; a small GPU still gets the least budget."""
+    assert tiling.activation_budget(gpu_with(monkeypatch, 80), 20000**2) == 20 * 2**30
+    assert tiling.activation_budget(gpu_with(monkeypatch, 0.5), 0) == tiling.ACTIVATION_BYTES
+
+
+@pytest.mark.parametrize("name", ["default", "fast"])
+def test_a_gpu_with_room_runs_an_a4_page_as_one_window(name, monkeypatch):
+    a4, model = (3508, 2480), load_model(name)
+    tile = tiling.default_tile(model, gpu_with(monkeypatch, 16), a4, 4, a4[0] * a4[1])
+    assert computed_pixels(model, a4, tile) / (a4[0] * a4[1]) < 1.01  # the edge padding to the size multiple
+    tile = tiling.default_tile(model, gpu_with(monkeypatch, 0), a4, 4, a4[0] * a4[1])  # ACTIVATION_BYTES only
+    assert tile == (tiling.DEFAULT_TILE_CUDA,) * 2
 
 
 @pytest.mark.parametrize(("dtype", "out", "bytes_per_pixel"), [
@@ -267,8 +289,9 @@ def test_default_tile_falls_back_to_the_device_default_when_the_budget_is_tiny(m
     model = tiny_model("unet")
     monkeypatch.setattr(tiling, "ACTIVATION_BYTES", 1000)
     monkeypatch.setattr(tiling, "CPU_MEMORY_BYTES", 0)
+    cuda = gpu_with(monkeypatch, 0)
     assert tiling.default_tile(model, torch.device("cpu"), (3000, 3000), 4, 9 * 10**6) == (tiling.DEFAULT_TILE_CPU,) * 2
-    assert tiling.default_tile(model, torch.device("cuda"), (3000, 3000), 4, 9 * 10**6) == (tiling.DEFAULT_TILE_CUDA,) * 2
+    assert tiling.default_tile(model, cuda, (3000, 3000), 4, 9 * 10**6) == (tiling.DEFAULT_TILE_CUDA,) * 2
 
 
 def test_default_batch_is_one_window_on_a_cpu_and_four_on_cuda():
