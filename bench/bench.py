@@ -101,7 +101,7 @@ def recipe(model: torch.nn.Module) -> str:
 
 def compare(paths: list[Path], data: Path, dtype: torch.dtype | None, repeats: int, device: torch.device) -> None:
     """One row per model, all scored on the validation split their files name (it must be the same), with
-    each model's arithmetic and CPU time per A4 page: the trade-off between accuracy and speed."""
+    each model's arithmetic and time per A4 page on the device: the trade-off between accuracy and speed."""
     print("| model | trained on | best epoch of epochs × patches | validation RMSE | mean PSNR, dB | mean SSIM "
           f"| multiply-adds per pixel | {where_timed(device)} s per A4 page, model only |")
     print("|---|---|---|---:|---:|---:|---:|---:|")
@@ -124,6 +124,7 @@ def compare(paths: list[Path], data: Path, dtype: torch.dtype | None, repeats: i
 
 
 def where_timed(device: torch.device) -> str:
+    """The device's kind as the tables name it."""
     return "CPU" if device.type == "cpu" else "GPU"
 
 

@@ -32,9 +32,9 @@ ACTIVATION_BYTES = 320 * 2**20
 # computing 1.27 pixels per page pixel) and the default model as five strips, computing 1.21 (1.38).
 CPU_MEMORY_BYTES = 700 * 2**20
 # On a GPU the activations get this share of the device's total memory (at least ACTIVATION_BYTES), not of what
-# is free at the moment: the tiles then depend on the page, the model and the device alone. With ACTIVATION_BYTES
-# split over a batch of four, both shipped models fell back to 1024-pixel cores on an A4 page, computing 1.88
-# pixels per page pixel (default) and 2.99 (fast, whose halo is 224 px); a quarter of a 16 GB GPU takes the
+# is free at the moment: the tiles then depend on the page, the model and the device alone. ACTIVATION_BYTES
+# alone, split over a batch of four, would leave both shipped models 1024-pixel cores on an A4 page, computing
+# 1.88 pixels per page pixel (default) and 2.99 (fast, whose halo is 224 px); a quarter of a 16 GB GPU takes the
 # whole page in one window. The budget counts float32 activations; in half precision they take about half.
 GPU_MEMORY_SHARE = 0.25
 
