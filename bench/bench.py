@@ -4,9 +4,10 @@
 
 Quality: pooled RMSE, mean PSNR and SSIM on the validation page groups of the shared NoisyOffice pairs, split
 exactly as the model's training run split them (fraction and seed from the model file; skipped when the data
-is absent), and pooled RMSE on --synth rendered pages at --dpi with random degradations. Speed: seconds to
-clean one A4 page at 300 dpi (2480×3508), model only and end to end (read PNG, clean, write PNG), median of
---repeats runs in this process, on --device (this machine's CPU unless told; `cuda` for a GPU).
+is absent), with the share of the squared error that lies on or next to the ink, and pooled RMSE on --synth
+rendered pages at --dpi with random degradations. Speed: seconds to clean one A4 page at 300 dpi (2480×3508),
+model only and end to end (read PNG, clean, write PNG), median of --repeats runs in this process, on --device
+(this machine's CPU unless told; `cuda` for a GPU).
 
     python bench/bench.py --compare A.safetensors B.safetensors ...
 
@@ -36,6 +37,7 @@ from cleandoc.evaluate import evaluate
 from cleandoc.files import Job
 from cleandoc.models import count_parameters, multiply_adds_per_pixel
 from cleandoc.store import load_model
+from cleandoc.metrics import squared_error
 from cleandoc.synth import synth_pages
 from cleandoc.tiling import PRECISIONS, autocast_dtype, pick_device, run
 
@@ -62,7 +64,7 @@ def a4_page(data: Path) -> np.ndarray:
 
 def validation_report(model: torch.nn.Module, data: Path, dtype: torch.dtype | None, device: torch.device):
     """The model's scores on the validation page groups of its own training split (fraction and seed from
-    the model file), and a line saying which pages those are."""
+    the model file), a line saying which pages those are, and their pairs."""
     options = model.info.get("options", {})
     fraction = float(model.info.get("data", {}).get("val_fraction", 0.2))
     seed = int(options.get("seed", 0))
@@ -71,16 +73,36 @@ def validation_report(model: torch.nn.Module, data: Path, dtype: torch.dtype | N
     _, val = split_by_group(groups, fraction, seed)
     report, _ = evaluate([pairs[i] for i in val], model, device, dtype=dtype)
     n_groups = len({groups[i] for i in val})
-    return report, f"{len(val)} pages, {n_groups} page groups never trained on (fraction {fraction}, seed {seed})"
+    where = f"{len(val)} pages, {n_groups} page groups never trained on (fraction {fraction}, seed {seed})"
+    return report, where, [pairs[i] for i in val]
+
+
+def error_near_ink(model: torch.nn.Module, pairs, dtype: torch.dtype | None,
+                   device: torch.device) -> tuple[float, float, float]:
+    """The share of the squared error that lies on ink or within 2 px of it (target < 0.5, dilated), for doing
+    nothing and for the model, and the share of pixels there: where a better model has to spend its effort."""
+    near_pixels = total_pixels = 0
+    near, total = np.zeros(2), np.zeros(2)
+    for dirty, clean in load_pairs(pairs):
+        cleaned = run(model, dirty, dtype=dtype, device=device)
+        ink = cv2.dilate((clean < 0.5).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+        near_pixels, total_pixels = near_pixels + ink.sum(), total_pixels + ink.size
+        for i, page in enumerate((dirty, cleaned)):
+            near[i] += squared_error(page[ink], clean[ink])
+            total[i] += squared_error(page, clean)
+    return near[0] / total[0], near[1] / total[1], near_pixels / total_pixels
 
 
 def quality(model: torch.nn.Module, data: Path, dtype: torch.dtype | None,
             device: torch.device) -> list[tuple[str, str, str]]:
-    report, where = validation_report(model, data, dtype, device)
+    report, where, pairs = validation_report(model, data, dtype, device)
+    before, after, pixels = error_near_ink(model, pairs, dtype, device)
     return [
         ("pooled RMSE (lower is better)", f"{report.input_rmse:.4f}", f"{report.rmse:.4f}"),
         ("mean PSNR, dB", f"{report.mean('input_psnr'):.2f}", f"{report.mean('psnr'):.2f}"),
         ("mean SSIM", f"{report.mean('input_ssim'):.4f}", f"{report.mean('ssim'):.4f}"),
+        (f"share of the squared error on ink or within 2 px of it ({pixels:.0%} of the pixels)", f"{before:.0%}",
+         f"{after:.0%}"),
         (f"validation split: {where}", "", ""),
     ]
 
@@ -109,7 +131,7 @@ def compare(paths: list[Path], data: Path, dtype: torch.dtype | None, repeats: i
     page = a4_page(data)
     for index, path in enumerate(paths):
         model = load_model(path, device)
-        report, where = validation_report(model, data, dtype, device)
+        report, where, _ = validation_report(model, data, dtype, device)
         splits.add(where)
         if index == 0:
             print(f"| do nothing | | | {report.input_rmse:.4f} | {report.mean('input_psnr'):.2f} | "

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from cleandoc.data import find_pairs
+from cleandoc.store import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,9 +31,6 @@ def test_bench_prints_a_table_without_shared_data(tiny_model_path, tmp_path):
 
 
 def test_bench_compares_models_on_one_validation_split(tiny_model_path, tmp_path):
-    import cv2
-    import numpy as np
-
     rng = np.random.default_rng(0)
     for folder in ("train", "train_cleaned"):
         (tmp_path / "data" / folder).mkdir(parents=True)
@@ -66,3 +72,26 @@ def test_bench_refuses_a_device_that_is_not_there_in_one_line(tiny_model_path):
         capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "device 'cuda:99' is not available on this machine" in result.stderr
+
+
+def _bench_module():
+    spec = importlib.util.spec_from_file_location("bench_script", ROOT / "bench" / "bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+def test_error_near_ink_splits_the_squared_error_by_where_the_ink_is(tiny_model_path, tmp_path):
+    clean = np.full((64, 64), 255, np.uint8)
+    clean[30:34, 10:20] = 0  # 40 ink pixels; with 2 px around them, 14 × 8 = 112 pixels
+    dirty = clean.copy()
+    dirty[31, 21] = 155  # within 2 px of the ink (squared error 100² in 8-bit units)
+    dirty[0:3, 60:63] = 155  # far from it (9 pixels)
+    for folder, page in (("dirty", dirty), ("clean", clean)):
+        (tmp_path / folder).mkdir()
+        cv2.imwrite(str(tmp_path / folder / "page.png"), page)
+    before, after, pixels = _bench_module().error_near_ink(
+        load_model(tiny_model_path), find_pairs(tmp_path / "dirty", tmp_path / "clean"), None, torch.device("cpu"))
+    assert before == pytest.approx(1 / 10) and pixels == pytest.approx(112 / 64**2)
+    assert 0 <= after <= 1
+

@@ -52,7 +52,7 @@ def test_shipped_models_score_what_their_files_and_cards_say(name):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)  # the function that makes the figures in the card, not a copy of it
     model = load_model(name)
-    report, _ = bench.validation_report(model, SHARED_DATA, None, torch.device("cpu"))
+    report, _, _ = bench.validation_report(model, SHARED_DATA, None, torch.device("cpu"))
     assert report.rmse == pytest.approx(model.info["val_rmse"], abs=1e-4)
     assert f"{report.rmse:.4f}" in (ROOT / "models" / "README.md").read_text()
     if name == "default":
