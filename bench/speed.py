@@ -9,8 +9,10 @@ as a user would run them. Reported: seconds per page, pages per second, the rati
 process's peak resident memory, and the validation RMSE each model file records. cleandoc's start-up (importing
 torch, loading the model: seconds, timed by cleaning one 64×64 page) is also reported, with the time per page
 and the ratio once it is taken out, which is what a folder of hundreds of pages sees. `--huge N` also cleans one
-N×N page (e.g. 20000) with the first model and reports its time and peak memory. Timings vary with the load
-of the machine: compare the ratios, which come from one run.
+N×N page (e.g. 20000) with the first model and reports its time and peak memory. Below the table: the seconds
+of one core that reading and decoding a page, and encoding and writing its cleaned version, take (the work of
+cleandoc's worker threads beside the model), and the pages per second that this many threads can feed at most.
+Timings vary with the load of the machine: compare the ratios, which come from one run.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import argparse
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,6 +32,8 @@ import cv2
 import numpy as np
 import torch
 
+from cleandoc.clean import default_workers
+from cleandoc.imageio import read_gray, write_page
 from cleandoc.store import load_model
 from cleandoc.synth import synth_pages
 from cleandoc.tiling import PRECISIONS, autocast_dtype, pick_device
@@ -63,6 +68,22 @@ def huge_page(side: int, tile_from: Path, path: Path) -> None:
     cv2.imwrite(str(path), page)
 
 
+def codec_seconds(sources: list[Path], cleaned: Path, scratch: Path) -> tuple[float, float]:
+    """Median seconds of one core to read and decode a page, and to encode and write its cleaned version (found
+    under the same name in `cleaned`), with the functions cleandoc's worker threads run."""
+    scratch.mkdir()
+    reads, writes = [], []
+    for source in sources:
+        started = time.perf_counter()
+        read_gray(source)
+        reads.append(time.perf_counter() - started)
+        page = read_gray(cleaned / source.name)
+        started = time.perf_counter()
+        write_page(scratch / source.name, page)
+        writes.append(time.perf_counter() - started)
+    return statistics.median(reads), statistics.median(writes)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pages", type=int, default=8, help="A4 pages to clean (default 8)")
@@ -93,6 +114,7 @@ def main() -> int:
             rows.append((f"cleandoc clean --model {name} ({model.config['arch']} "
                          f"{'-'.join(map(str, model.config.get('widths', [])))})", seconds / len(pages), rss,
                          "n/a" if val is None else f"{val:.4f}", startup, (seconds - startup) / len(pages)))
+        decode, encode = codec_seconds(pages, folder / "out0", folder / "codec")
         if unpaper:
             (folder / "unpaper").mkdir()
             total, peak = 0.0, 0.0
@@ -121,6 +143,10 @@ def main() -> int:
     if args.huge:
         name, seconds, rss = huge
         print(f"| {name} | {seconds:.1f} (whole page) | | | | | | {rss:.0f} | |")
+    workers = default_workers()
+    print(f"\nPNG codecs, one core per page: read + decode {decode:.3f} s, encode + write {encode:.3f} s; "
+          f"cleandoc's {workers} worker threads here (one per core) feed at most {workers / (decode + encode):.1f} "
+          "pages per s, whatever the model")
     if not unpaper:
         print("\n(unpaper not found: install it, e.g. `apt-get install unpaper`, for the comparison)")
     return 0

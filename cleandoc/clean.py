@@ -40,7 +40,7 @@ class CleanOptions:
     dtype: torch.dtype | None = None  # autocast precision; None for float32
     overwrite: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
-    workers: int = 0  # threads decoding and encoding pages beside the model; 0: one per core, at most 8
+    workers: int = 0  # threads decoding and encoding pages beside the model; 0: default_workers()
 
 
 @dataclass
@@ -64,6 +64,17 @@ class Summary:
     @property
     def megapixels(self) -> float:
         return sum(r.megapixels for r in self.results if r.status == "cleaned")
+
+
+def default_workers() -> int:
+    """One decoding and encoding thread per core this process may run on. The PNG codecs take 0.15–0.17 s of a
+    core per A4 page (`bench/speed.py` prints the figure), so a GPU that cleans 50 pages a second keeps some 8
+    cores busy with them and needs every core it can get; on a CPU the threads mostly wait for the model. The
+    pipeline's memory budget, not the thread count, bounds the pages in flight."""
+    try:
+        return len(os.sched_getaffinity(0))  # the cores a container or `taskset` leaves us, not the machine's
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _read(job: Job, max_pixels: int) -> np.ndarray | PageResult:
@@ -110,7 +121,7 @@ def clean_pages(jobs: list[Job], model: torch.nn.Module, options: CleanOptions, 
     for folder in sorted({job.output.parent for job in jobs}):
         if folder.is_dir():
             remove_stale_temporaries(folder)
-    workers = options.workers or min(8, os.cpu_count() or 1)
+    workers = options.workers or default_workers()
     waiting = deque(enumerate(jobs))
     reading: deque[tuple[int, Job, Future, float]] = deque()  # in job order: (index, job, decode, begun)
     writing: list[tuple[Future, int]] = []  # (encode, bytes held); finished ones pruned by start_reads

@@ -114,7 +114,7 @@ def clean(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     precision: Annotated[Precision, typer.Option(help=PRECISION_HELP)] = Precision.auto,
     workers: Annotated[int, typer.Option(min=0, help="Threads decoding and encoding pages while the model runs; "
-                                                      "0: one per core, at most 8.")] = 0,
+                                                      "0: one per core.")] = 0,
     shard: Annotated[Optional[str], typer.Option(help="Process only slice K of N of the sorted inputs, e.g. 2/8.",
                                                  show_default=False)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,

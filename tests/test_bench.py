@@ -64,6 +64,8 @@ def test_speed_bench_prints_its_table(tiny_model_path):
     cells = row.strip("| ").split(" | ")
     assert len(cells) == 9 and float(cells[4]) > 0  # start-up timed, beside the per-page figures
     assert f"| cleandoc clean --model {tiny_model_path}, one 3000×3000 page (9 MP) |" in result.stdout
+    codecs = next(line for line in lines if line.startswith("PNG codecs, one core per page: read + decode "))
+    assert "worker threads here (one per core) feed at most" in codecs
 
 
 def test_bench_refuses_a_device_that_is_not_there_in_one_line(tiny_model_path):

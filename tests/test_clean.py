@@ -53,6 +53,24 @@ def expected_page(model, source) -> np.ndarray:
     return run(model, read_gray(source), tile=32, batch_size=2, out_dtype=np.uint8)
 
 
+def test_the_default_is_one_worker_per_core_the_process_may_use_even_past_eight(model, folder_of_pages,
+                                                                               monkeypatch):
+    """A GPU at 50 pages a second keeps some 8 cores busy with PNG codecs; a container's CPU set, not the host's
+    core count, is what the process has."""
+    pools = []
+
+    class RecordingPool(clean_module.ThreadPoolExecutor):
+        def __init__(self, workers, **options):
+            pools.append(workers)
+            super().__init__(workers, **options)
+
+    monkeypatch.setattr(clean_module.os, "sched_getaffinity", lambda pid: set(range(12)), raising=False)
+    monkeypatch.setattr(clean_module.os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(clean_module, "ThreadPoolExecutor", RecordingPool)
+    summary = clean_pages(folder_of_pages[:2], model, CleanOptions(tile=32), CPU)
+    assert pools == [12] and summary.count("cleaned") == 2
+
+
 @pytest.mark.parametrize("workers", [1, 2, 5])
 def test_pipeline_gives_the_pages_of_a_plain_loop_in_job_order(model, folder_of_pages, workers):
     reported = []
