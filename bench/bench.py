@@ -35,9 +35,9 @@ from cleandoc.clean import CleanOptions, clean_pages
 from cleandoc.data import find_pairs, load_pairs, page_groups, split_by_group
 from cleandoc.evaluate import evaluate
 from cleandoc.files import Job
+from cleandoc.metrics import squared_error
 from cleandoc.models import count_parameters, multiply_adds_per_pixel
 from cleandoc.store import load_model
-from cleandoc.metrics import squared_error
 from cleandoc.synth import synth_pages
 from cleandoc.tiling import PRECISIONS, autocast_dtype, pick_device, run
 
@@ -64,27 +64,26 @@ def a4_page(data: Path) -> np.ndarray:
 
 def validation_report(model: torch.nn.Module, data: Path, dtype: torch.dtype | None, device: torch.device):
     """The model's scores on the validation page groups of its own training split (fraction and seed from
-    the model file), a line saying which pages those are, and their pairs."""
+    the model file), a line saying which pages those are, and every page as (score, dirty, cleaned, clean)."""
     options = model.info.get("options", {})
     fraction = float(model.info.get("data", {}).get("val_fraction", 0.2))
     seed = int(options.get("seed", 0))
     pairs = find_pairs(data / "train", data / "train_cleaned")
     groups = page_groups([clean for _, clean in load_pairs(pairs)])
     _, val = split_by_group(groups, fraction, seed)
-    report, _ = evaluate([pairs[i] for i in val], model, device, dtype=dtype)
+    report, pages = evaluate([pairs[i] for i in val], model, device, dtype=dtype, worst=len(val))
     n_groups = len({groups[i] for i in val})
     where = f"{len(val)} pages, {n_groups} page groups never trained on (fraction {fraction}, seed {seed})"
-    return report, where, [pairs[i] for i in val]
+    return report, where, pages
 
 
-def error_near_ink(model: torch.nn.Module, pairs, dtype: torch.dtype | None,
-                   device: torch.device) -> tuple[float, float, float]:
-    """The share of the squared error that lies on ink or within 2 px of it (target < 0.5, dilated), for doing
-    nothing and for the model, and the share of pixels there: where a better model has to spend its effort."""
+def error_near_ink(pages: list[tuple]) -> tuple[float, float, float]:
+    """For pages as `evaluate` keeps them, (score, dirty, cleaned, clean): the share of the squared error that
+    lies on ink or within 2 px of it (target < 0.5, dilated), for doing nothing and for the model, and the
+    share of pixels there: where a better model has to spend its effort."""
     near_pixels = total_pixels = 0
     near, total = np.zeros(2), np.zeros(2)
-    for dirty, clean in load_pairs(pairs):
-        cleaned = run(model, dirty, dtype=dtype, device=device)
+    for _, dirty, cleaned, clean in pages:
         ink = cv2.dilate((clean < 0.5).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
         near_pixels, total_pixels = near_pixels + ink.sum(), total_pixels + ink.size
         for i, page in enumerate((dirty, cleaned)):
@@ -95,8 +94,8 @@ def error_near_ink(model: torch.nn.Module, pairs, dtype: torch.dtype | None,
 
 def quality(model: torch.nn.Module, data: Path, dtype: torch.dtype | None,
             device: torch.device) -> list[tuple[str, str, str]]:
-    report, where, pairs = validation_report(model, data, dtype, device)
-    before, after, pixels = error_near_ink(model, pairs, dtype, device)
+    report, where, pages = validation_report(model, data, dtype, device)
+    before, after, pixels = error_near_ink(pages)
     return [
         ("pooled RMSE (lower is better)", f"{report.input_rmse:.4f}", f"{report.rmse:.4f}"),
         ("mean PSNR, dB", f"{report.mean('input_psnr'):.2f}", f"{report.mean('psnr'):.2f}"),

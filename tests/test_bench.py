@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -12,8 +11,10 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from helpers import bench_script
 
 from cleandoc.data import find_pairs
+from cleandoc.evaluate import evaluate
 from cleandoc.store import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,13 +77,6 @@ def test_bench_refuses_a_device_that_is_not_there_in_one_line(tiny_model_path):
     assert "device 'cuda:99' is not available on this machine" in result.stderr
 
 
-def _bench_module():
-    spec = importlib.util.spec_from_file_location("bench_script", ROOT / "bench" / "bench.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
-
-
 def test_error_near_ink_splits_the_squared_error_by_where_the_ink_is(tiny_model_path, tmp_path):
     clean = np.full((64, 64), 255, np.uint8)
     clean[30:34, 10:20] = 0  # 40 ink pixels; with 2 px around them, 14 × 8 = 112 pixels
@@ -92,8 +86,8 @@ def test_error_near_ink_splits_the_squared_error_by_where_the_ink_is(tiny_model_
     for folder, page in (("dirty", dirty), ("clean", clean)):
         (tmp_path / folder).mkdir()
         cv2.imwrite(str(tmp_path / folder / "page.png"), page)
-    before, after, pixels = _bench_module().error_near_ink(
-        load_model(tiny_model_path), find_pairs(tmp_path / "dirty", tmp_path / "clean"), None, torch.device("cpu"))
+    _, pages = evaluate(find_pairs(tmp_path / "dirty", tmp_path / "clean"), load_model(tiny_model_path),
+                        torch.device("cpu"), worst=1)
+    before, after, pixels = bench_script().error_near_ink(pages)
     assert before == pytest.approx(1 / 10) and pixels == pytest.approx(112 / 64**2)
     assert 0 <= after <= 1
-

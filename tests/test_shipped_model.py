@@ -3,11 +3,11 @@ pages."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import bench_script
 
 from cleandoc.data import find_pairs, load_pairs
 from cleandoc.metrics import rmse
@@ -48,11 +48,8 @@ def test_shipped_models_score_what_their_files_and_cards_say(name):
     """The validation RMSE each file records (and the model card quotes) is what it scores now, on the page
     groups its split held out; the default model meets the project's bar of 0.015."""
     torch.set_num_threads(2)
-    spec = importlib.util.spec_from_file_location("bench_script", ROOT / "bench" / "bench.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)  # the function that makes the figures in the card, not a copy of it
     model = load_model(name)
-    report, _, _ = bench.validation_report(model, SHARED_DATA, None, torch.device("cpu"))
+    report, _, _ = bench_script().validation_report(model, SHARED_DATA, None, torch.device("cpu"))
     assert report.rmse == pytest.approx(model.info["val_rmse"], abs=1e-4)
     assert f"{report.rmse:.4f}" in (ROOT / "models" / "README.md").read_text()
     if name == "default":
