@@ -1,48 +1,51 @@
-"""Quality and speed of a model, next to doing nothing, printed as a Markdown table.
+"""What a model is worth, beside doing nothing, Otsu and Sauvola: one Markdown table per model.
 
-    python bench/bench.py [--model M] [--data ../shared/data/noisyoffice-kaggle] [--repeats 3] [--device cpu]
+    python bench/bench.py [--model M ...] [--sealed] [--write docs/benchmarks.md]
 
-Quality: pooled RMSE, mean PSNR and SSIM on the validation page groups of the shared NoisyOffice pairs, split
-exactly as the model's training run split them (fraction and seed from the model file; skipped when the data
-is absent), with the share of the squared error that lies on or next to the ink, and pooled RMSE on --synth
-rendered pages at --dpi with random degradations. Speed: seconds to clean one A4 page at 300 dpi (2480×3508),
-model only and end to end (read PNG, clean, write PNG), median of --repeats runs in this process, on --device
-(this machine's CPU unless told; `cuda` for a GPU).
-
-    python bench/bench.py --compare A.safetensors B.safetensors ...
-
-scores several models side by side on the validation split (the table of what each training recipe is worth),
-with each one's multiply-adds per pixel and seconds per A4 page (the accuracy-for-speed trade-off).
---precision (auto, fp32, fp16, bf16) is the arithmetic of every figure, as `cleandoc clean --precision`.
+Rows, each on pages held out from the model's training:
+- NoisyOffice-style pages: pooled RMSE on the page groups the model's training run held out for validation
+  (found from its file), or with --sealed on its sealed groups (score those once per model that ships);
+- DIBCO: F-measure, PSNR and DRD of the binarised output on a whole contest year (--dibco-year, 2016; with
+  --sealed, --sealed-year, 2011), which must not be among the model's training sources;
+- faint ink: the share of ink pixels kept (darker than half after cleaning) on clean pages made faint at each
+  contrast (`noise.faint_ink`: toned, unevenly lit paper, mild blur and noise): printed pages (rendered ones and
+  the validation pages' clean targets) and handwritten ones (the DIBCO year's ground truth);
+- scale: the F-measure on rendered pages at 100 to 600 dpi with faint ink and random degradations;
+- speed: CPU seconds to clean an A4 page at 300 dpi, the network alone, median of --repeats.
+The data come from --data (../shared/data; absent, those rows say so). With --write FILE the tables replace this
+script's section of FILE (docs/benchmarks.md), stamped with the commit, date, CPU and torch version.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
+import json
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
+from docs_section import replace_section, stamp
 
-from cleandoc.clean import CleanOptions, clean_pages
-from cleandoc.data import find_pairs, load_pairs, page_groups, split_by_group
-from cleandoc.evaluate import evaluate
-from cleandoc.files import Job
-from cleandoc.metrics import squared_error
-from cleandoc.models import count_parameters, multiply_adds_per_pixel
-from cleandoc.store import load_model
-from cleandoc.synth import synth_pages
-from cleandoc.tiling import PRECISIONS, autocast_dtype, pick_device, run
+from cleandoc.api import Cleaner
+from cleandoc.data import PairingError, find_pairs, held_out_pairs, load_pairs, page_groups
+from cleandoc.evaluate import BINARY_METHODS, score_binary
+from cleandoc.imageio import read_gray, to_uint8, to_unit_float
+from cleandoc.metrics import CLASSIC_BINARISERS, binarize, classic_binary, dibco_scores, ink_kept
+from cleandoc.models import multiply_adds_per_pixel
+from cleandoc.noise import DEFAULT_STRENGTH, corrupt, faint, faint_ink, random_recipe
+from cleandoc.runtime import PRECISIONS
+from cleandoc.store import ModelFileError
+from cleandoc.synth import render_page
 
 A4_300DPI = (3508, 2480)  # height, width
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "noisyoffice-kaggle"
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+CONTRASTS = (0.2, 0.25, 0.3, 0.4, 0.6, 0.8, 1.0)
+SCALE_DPI = (100, 200, 300, 600)
+RENDER_SEED = 2024  # rendered benchmark pages; training pages are rendered with other seeds
+COLUMNS = ("do nothing", *CLASSIC_BINARISERS, "cleandoc")
 
 
 def a4_page(data: Path) -> np.ndarray:
@@ -52,192 +55,195 @@ def a4_page(data: Path) -> np.ndarray:
     if dirty:
         tiles = [cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in dirty[:12]]
         rows = [np.hstack([tiles[(r * 5 + c) % len(tiles)][:258] for c in range(5)]) for r in range(14)]
-        return (np.vstack(rows)[:height, :width].astype(np.float32) / 255)
-    rng = np.random.default_rng(0)
-    page = np.full((height, width), 0.9, np.float32)
-    for y in range(200, height - 200, 60):
-        for x in range(200, width - 200, 40):
-            if rng.random() < 0.8:
-                page[y:y + 30, x:x + 25] = rng.uniform(0.1, 0.3)
-    return page
+        return np.vstack(rows)[:height, :width]
+    return to_uint8(render_page(np.random.default_rng(RENDER_SEED), 300))
 
 
-def validation_report(model: torch.nn.Module, data: Path, dtype: torch.dtype | None, device: torch.device):
-    """The model's scores on the validation page groups of its own training split (fraction and seed from
-    the model file), a line saying which pages those are, and every page as (score, dirty, cleaned, clean)."""
-    options = model.info.get("options", {})
-    fraction = float(model.info.get("data", {}).get("val_fraction", 0.2))
-    seed = int(options.get("seed", 0))
-    pairs = find_pairs(data / "train", data / "train_cleaned")
-    groups = page_groups([clean for _, clean in load_pairs(pairs)])
-    _, val = split_by_group(groups, fraction, seed)
-    report, pages = evaluate([pairs[i] for i in val], model, device, dtype=dtype, worst=len(val))
-    n_groups = len({groups[i] for i in val})
-    where = f"{len(val)} pages, {n_groups} page groups never trained on (fraction {fraction}, seed {seed})"
-    return report, where, pages
+class Bench:
+    """One model's figures, with the pages of every column: the dirty page itself (doing nothing), the classic
+    binarisers' and cleandoc's (as `cleandoc clean` writes it, 8-bit)."""
+
+    def __init__(self, cleaner: Cleaner, data: Path):
+        self.cleaner, self.data = cleaner, data
+        self.info = cleaner.info.provenance
+
+    def outputs(self, dirty: np.ndarray) -> dict[str, np.ndarray]:
+        return {"do nothing": dirty, **{m: classic_binary(dirty, m) for m in CLASSIC_BINARISERS},
+                "cleandoc": self.cleaner.run(dirty)}
 
 
-def error_near_ink(pages: list[tuple]) -> tuple[float, float, float]:
-    """For pages as `evaluate` keeps them, (score, dirty, cleaned, clean): the share of the squared error that
-    lies on ink or within 2 px of it (target < 0.5, dilated), for doing nothing and for the model, and the
-    share of pixels there: where a better model has to spend its effort."""
-    near_pixels = total_pixels = 0
-    near, total = np.zeros(2), np.zeros(2)
-    for _, dirty, cleaned, clean in pages:
-        ink = cv2.dilate((clean < 0.5).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
-        near_pixels, total_pixels = near_pixels + ink.sum(), total_pixels + ink.size
-        for i, page in enumerate((dirty, cleaned)):
-            near[i] += squared_error(page[ink], clean[ink])
-            total[i] += squared_error(page, clean)
-    return near[0] / total[0], near[1] / total[1], near_pixels / total_pixels
+def noisyoffice_rows(bench: Bench, part: str) -> list[tuple]:
+    """Pooled RMSE on the pairs the model's run held out (`part`: val or sealed); binarisers' pages scored too."""
+    try:
+        pairs = [p for p in held_out_pairs(bench.info, part) if "dibco" not in str(p.dirty)]
+    except PairingError as exc:
+        return [(f"NoisyOffice-style pages ({part}): data not found ({exc.problems[0]})",)]
+    if not pairs:
+        return []
+    squared = dict.fromkeys(COLUMNS, 0.0)
+    pixels = 0
+    for pair in pairs:
+        dirty, clean = load_pairs([pair])[0]
+        for method, page in bench.outputs(to_uint8(dirty)).items():
+            squared[method] += float(np.square(to_unit_float(page) - clean.astype(np.float64)).sum())
+        pixels += clean.size
+    name = "validation" if part == "val" else "sealed"
+    return [(f"NoisyOffice-style pages: pooled RMSE on {len(pairs)} {name} pages (lower is better)",
+             *(f"{(squared[m] / pixels) ** 0.5:.4f}" for m in COLUMNS))]
 
 
-def quality(model: torch.nn.Module, data: Path, dtype: torch.dtype | None,
-            device: torch.device) -> list[tuple[str, str, str]]:
-    report, where, pages = validation_report(model, data, dtype, device)
-    before, after, pixels = error_near_ink(pages)
-    return [
-        ("pooled RMSE (lower is better)", f"{report.input_rmse:.4f}", f"{report.rmse:.4f}"),
-        ("mean PSNR, dB", f"{report.mean('input_psnr'):.2f}", f"{report.mean('psnr'):.2f}"),
-        ("mean SSIM", f"{report.mean('input_ssim'):.4f}", f"{report.mean('ssim'):.4f}"),
-        (f"share of the squared error on ink or within 2 px of it ({pixels:.0%} of the pixels)", f"{before:.0%}",
-         f"{after:.0%}"),
-        (f"validation split: {where}", "", ""),
-    ]
+def dibco_rows(bench: Bench, year: str) -> list[tuple]:
+    folder = bench.data / "dibco" / year
+    if not folder.is_dir():
+        return [(f"DIBCO {year}: data not found at {folder}",)]
+    trained_on = [s for s in (bench.info.get("data") or {}).get("sources", [])
+                  if s.get("use") != "validation" and Path(str(s.get("dirty"))).parent.name == year]
+    if trained_on:
+        return [(f"DIBCO {year}: not held out (the model trained on it)",)]
+    pairs = find_pairs(folder / "original", folder / "gt")
+    report = score_binary(((p.name, *load_pairs([p])[0]) for p in pairs), bench.cleaner)
+    means = {m: report.mean(m) for m in BINARY_METHODS}
+    label = f"DIBCO {year} ({len(pairs)} pages), binarised"
+    return [(f"{label}: F-measure, % (higher is better)", *(f"{means[m][0]:.2f}" for m in COLUMNS)),
+            (f"{label}: PSNR, dB (higher is better)", *(f"{means[m][1]:.2f}" for m in COLUMNS)),
+            (f"{label}: DRD (lower is better)", *(f"{means[m][2]:.2f}" for m in COLUMNS))]
 
 
-def recipe(model: torch.nn.Module) -> str:
-    """How a model was trained, in a few words, from its file's metadata."""
-    options = model.info.get("options", {})
-    clean_only = str(model.info.get("data", {}).get("dirty", "")).startswith("none")
-    parts = ["clean pages only" if clean_only else "real pairs"]
-    if options.get("noise"):
-        share = "" if clean_only else f"{options.get('synthetic_fraction', 0):.0%} "
-        parts.append(f"{share}synthetic ({' + '.join(options['noise'])})")
-    parts.append(f"weight decay {options.get('weight_decay', 0):g}")
-    if options.get("contractive"):
-        parts.append(f"contractive {options['contractive']:g}")
-    return ", ".join(parts)
+def faint_pages(bench: Bench, year: str) -> dict[str, list[np.ndarray]]:
+    """Clean pages to make faint, as float pages in [0, 1], by kind: printed (three rendered pages at 150, 200
+    and 300 dpi, and the clean targets of the model's validation pages) and handwritten (the DIBCO year's ground
+    truth, whose strokes are thick: kept apart so that they do not hide losses on small print)."""
+    printed = [render_page(np.random.default_rng([RENDER_SEED, dpi]), dpi, (148, 210)) for dpi in (150, 200, 300)]
+    try:
+        targets = [to_unit_float(read_gray(p.clean)) for p in held_out_pairs(bench.info, "val")
+                   if "dibco" not in str(p.dirty)]
+    except PairingError:
+        targets = []
+    groups = page_groups(targets)  # a page group's pages share their target: make it faint once
+    printed += [targets[groups.index(group)] for group in sorted(set(groups))]
+    gt = bench.data / "dibco" / year / "gt"
+    return {"printed": printed, "handwritten": [to_unit_float(read_gray(path)) for path in sorted(gt.glob("*.png"))]}
 
 
-def compare(paths: list[Path], data: Path, dtype: torch.dtype | None, repeats: int, device: torch.device) -> None:
-    """One row per model, all scored on the validation split their files name (it must be the same), with
-    each model's arithmetic and time per A4 page on the device: the trade-off between accuracy and speed."""
-    print("| model | trained on | best epoch of epochs × patches | validation RMSE | mean PSNR, dB | mean SSIM "
-          f"| multiply-adds per pixel | {where_timed(device)} s per A4 page, model only |")
-    print("|---|---|---|---:|---:|---:|---:|---:|")
-    splits = set()
-    page = a4_page(data)
-    for index, path in enumerate(paths):
-        model = load_model(path, device)
-        report, where, _ = validation_report(model, data, dtype, device)
-        splits.add(where)
-        if index == 0:
-            print(f"| do nothing | | | {report.input_rmse:.4f} | {report.mean('input_psnr'):.2f} | "
-                  f"{report.mean('input_ssim'):.4f} | 0 | 0 |")
-        options = model.info.get("options", {})
-        budget = (f"{model.info.get('best_epoch', '?')} of {options.get('epochs', '?')} × "
-                  f"{options.get('patches_per_epoch', '?')}")
-        print(f"| {path.name} | {recipe(model)} | {budget} | {report.rmse:.4f} | {report.mean('psnr'):.2f} | "
-              f"{report.mean('ssim'):.4f} | {multiply_adds_per_pixel(model):,.0f} | "
-              f"{model_seconds(model, page, repeats, dtype, device):.2f} |", flush=True)
-    print(f"\nvalidation: {' / '.join(sorted(splits))}")
+def faint_rows(bench: Bench, kinds: dict[str, list[np.ndarray]]) -> list[tuple]:
+    rows = []
+    for kind, pages in kinds.items():
+        for contrast in CONTRASTS if kind == "printed" else (0.25,):
+            kept, ink = dict.fromkeys(COLUMNS, 0.0), 0
+            for index, page in enumerate(pages):
+                mask = page < 0.5
+                rng = np.random.default_rng([RENDER_SEED, index, round(contrast * 100)])
+                dirty = to_uint8(faint_ink(page, contrast, rng))
+                for method, out in bench.outputs(dirty).items():
+                    kept[method] += ink_kept(out, mask) * mask.sum()
+                ink += int(mask.sum())
+            if pages:
+                rows.append((f"faint {kind} ink at contrast {contrast:g}: share of ink pixels kept, {len(pages)} "
+                             "pages (higher is better)", *(f"{kept[m] / ink:.1%}" for m in COLUMNS)))
+    return rows
 
 
-def where_timed(device: torch.device) -> str:
-    """The device's kind as the tables name it."""
-    return "CPU" if device.type == "cpu" else "GPU"
+def scale_rows(bench: Bench) -> list[tuple]:
+    rows = []
+    for dpi in SCALE_DPI:
+        scores = {m: [] for m in COLUMNS}
+        for index in range(2):
+            rng = np.random.default_rng([RENDER_SEED, 7, dpi, index])
+            clean = render_page(rng, dpi, (105, 148))
+            dirty = to_uint8(corrupt(faint(clean, DEFAULT_STRENGTH["faint"], rng), random_recipe(rng), rng))
+            for method, out in bench.outputs(dirty).items():
+                scores[method].append(dibco_scores(binarize(out), binarize(clean))[0])
+        rows.append((f"rendered pages at {dpi} dpi, faint ink and random degradations: F-measure, % (2 A6 pages)",
+                     *(f"{np.mean(scores[m]):.2f}" for m in COLUMNS)))
+    return rows
 
 
-def model_seconds(model: torch.nn.Module, page: np.ndarray, repeats: int, dtype: torch.dtype | None,
-                  device: torch.device) -> float:
+def model_seconds(cleaner: Cleaner, page: np.ndarray, repeats: int) -> float:
     """Median seconds of `repeats` runs of the network over the page, after a warm-up on a corner (the result
     comes back to the CPU, so a GPU has finished when the clock stops)."""
-    run(model, page[:512, :512], dtype=dtype, device=device)
+    cleaner.run(page[:512, :512])
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        run(model, page, dtype=dtype, device=device)
+        cleaner.run(page)
         times.append(time.perf_counter() - started)
     return statistics.median(times)
 
 
-def synthetic(model: torch.nn.Module, pages: int, dpi: int, dtype: torch.dtype | None,
-              device: torch.device) -> list[tuple[str, str, str]]:
-    """Quality on rendered pages with random document degradations (`cleandoc synth`): text at 300 dpi is
-    about three times larger than in the NoisyOffice pages, so this shows whether the model generalises."""
-    with tempfile.TemporaryDirectory() as folder:
-        synth_pages(Path(folder), pages, dpi=dpi, seed=2024)
-        report, _ = evaluate(find_pairs(Path(folder) / "dirty", Path(folder) / "clean"), model, device, dtype=dtype)
-    return [(f"pooled RMSE on {pages} synthetic A4 pages at {dpi} dpi (cleandoc synth, seed 2024)",
-             f"{report.input_rmse:.4f}", f"{report.rmse:.4f}")]
-
-
-def speed(model: torch.nn.Module, page: np.ndarray, repeats: int, dtype: torch.dtype | None,
-          device: torch.device) -> list[tuple[str, str, str]]:
-    model_only = model_seconds(model, page, repeats, dtype, device)
-    with tempfile.TemporaryDirectory() as folder:
-        source = Path(folder) / "a4.png"
-        cv2.imwrite(str(source), np.rint(page * 255).astype(np.uint8))
-        end_to_end = []
-        for i in range(repeats):
-            job = Job(source, Path(folder) / f"out{i}.png")
-            started = time.perf_counter()
-            [result] = clean_pages([job], model, CleanOptions(dtype=dtype), device).results
-            end_to_end.append(time.perf_counter() - started)
-            assert result.status == "cleaned", result.reason
+def classic_seconds(page: np.ndarray, method: str, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
         started = time.perf_counter()
-        cv2.imwrite(str(Path(folder) / "copy.png"), cv2.imread(str(source), cv2.IMREAD_GRAYSCALE))
-        io_only = time.perf_counter() - started
-    return [
-        (f"{where_timed(device)} s per A4 300-dpi page, model only", "0", f"{model_only:.2f}"),
-        (f"{where_timed(device)} s per A4 300-dpi page, read + clean + write PNG", f"{io_only:.2f}",
-         f"{statistics.median(end_to_end):.2f}"),
-    ]
+        classic_binary(page, method)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def speed_rows(bench: Bench, repeats: int) -> list[tuple]:
+    page = a4_page(bench.data / "noisyoffice-kaggle")
+    where = "CPU" if bench.cleaner.device.type == "cpu" else "GPU"
+    return [(f"{where} s per A4 300-dpi page (median of {repeats})", "0",
+             *(f"{classic_seconds(page, m, repeats):.2f}" for m in CLASSIC_BINARISERS),
+             f"{model_seconds(bench.cleaner, page, repeats):.2f}")]
+
+
+def table(name: str, cleaner: Cleaner, rows: list[tuple]) -> str:
+    info = cleaner.info
+    head = [f"### `{name}`", "", f"`{json.dumps(info.config)}`: {info.parameters:,} parameters, "
+            f"{multiply_adds_per_pixel(cleaner.model):,.0f} multiply-adds per pixel", "",
+            f"| figure | {' | '.join(COLUMNS)} |", "|---|" + "---:|" * len(COLUMNS)]
+    body = [f"| {row[0]} | " + (" | ".join(row[1:]) + " |" if len(row) > 1 else " |" * len(COLUMNS)) for row in rows]
+    return "\n".join(head + body)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=None, help="model file (default: the shipped model)")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="NoisyOffice Kaggle folder")
+    parser.add_argument("--model", action="append", default=None,
+                        help="a model file or shipped model name, repeatable (default: default and fast)")
+    parser.add_argument("--sealed", action="store_true",
+                        help="score the sealed pages and year instead of the validation ones")
+    parser.add_argument("--data", type=Path, default=DATA, help="the shared data folder (default ../shared/data)")
+    parser.add_argument("--dibco-year", default="2016", help="the held-out DIBCO year (default 2016)")
+    parser.add_argument("--sealed-year", default="2011", help="the sealed DIBCO year (default 2011)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--synth", type=int, default=3, metavar="N", help="synthetic pages to score (0: none)")
-    parser.add_argument("--dpi", type=int, default=300, help="resolution of the synthetic pages")
-    parser.add_argument("--compare", type=Path, nargs="+", metavar="MODEL",
-                        help="only score these models side by side on the validation split, one row each")
-    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help="as cleandoc clean --precision")
+    parser.add_argument("--skip", action="append", default=[], choices=("noisyoffice", "dibco", "faint", "scale",
+                                                                         "speed"), help="leave a group of rows out")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="as cleandoc clean --precision (default fp32, the same arithmetic on every CPU)")
     parser.add_argument("--device", default="cpu", help="as cleandoc clean --device (default cpu)")
+    parser.add_argument("--write", type=Path, metavar="FILE", help="also write the tables into FILE's section")
     args = parser.parse_args()
     try:
-        device = pick_device(args.device)
-    except ValueError as exc:
+        cleaners = [(name, Cleaner.load(name, args.device, args.precision))
+                    for name in args.model or ["default", "fast"]]
+    except (ModelFileError, ValueError) as exc:
         parser.error(str(exc))
-    dtype = autocast_dtype(args.precision, device)
-    print(f"precision: {args.precision} ({dtype or torch.float32}) on {device}")
-    if args.compare:
-        if not (args.data / "train").is_dir():
-            print(f"no data at {args.data}: nothing to compare on")
-            return 0
-        compare(args.compare, args.data, dtype, args.repeats, device)
-        return 0
-    model = load_model(args.model, device)
-    print(f"model: {model.source} ({model.config['arch']}, {count_parameters(model):,} parameters, "
-          f"receptive radius {model.receptive_radius} px)")
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"torch {torch.__version__} with {torch.get_num_threads()} threads")
-    rows = []
-    if (args.data / "train").is_dir():
-        rows += quality(model, args.data, dtype, device)
-    else:
-        print(f"(quality skipped: no data at {args.data})")
-    if args.synth:
-        rows += synthetic(model, args.synth, args.dpi, dtype, device)
-    rows += speed(model, a4_page(args.data), args.repeats, dtype, device)
-    print()
-    print("| figure | do nothing | cleandoc |")
-    print("|---|---:|---:|")
-    for name, baseline, ours in rows:
-        print(f"| {name} | {baseline} | {ours} |")
+    year = args.sealed_year if args.sealed else args.dibco_year
+    part = "sealed" if args.sealed else "val"
+    tables = []
+    for name, cleaner in cleaners:
+        bench = Bench(cleaner, args.data)
+        rows = []
+        if "noisyoffice" not in args.skip:
+            rows += noisyoffice_rows(bench, part)
+        if "dibco" not in args.skip:
+            rows += dibco_rows(bench, year)
+        if "faint" not in args.skip:
+            rows += faint_rows(bench, faint_pages(bench, args.dibco_year))
+        if "scale" not in args.skip:
+            rows += scale_rows(bench)
+        if "speed" not in args.skip:
+            rows += speed_rows(bench, args.repeats)
+        tables.append(table(name, cleaner, rows))
+        print(tables[-1] + "\n", flush=True)
+    header = (f"Measured with `python bench/bench.py {' '.join(sys.argv[1:])}` ({stamp()}; {args.precision} on "
+              f"{cleaners[0][1].device}). Pages held out from training: {'sealed' if args.sealed else 'validation'} "
+              f"NoisyOffice page groups and DIBCO {year}.")
+    print(header)
+    if args.write:
+        replace_section(args.write, "bench.py --sealed" if args.sealed else "bench.py", header + "\n\n" +
+                        "\n\n".join(tables))
+        print(f"wrote {args.write}")
     return 0
 
 

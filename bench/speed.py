@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -31,12 +30,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from docs_section import replace_section, stamp
 
 from cleandoc.clean import default_workers
 from cleandoc.imageio import read_gray, write_page
+from cleandoc.runtime import PRECISIONS, autocast_dtype, pick_device
 from cleandoc.store import load_model
 from cleandoc.synth import synth_pages
-from cleandoc.tiling import PRECISIONS, autocast_dtype, pick_device
 
 
 def timed(command: list[str]) -> tuple[float, float]:
@@ -92,11 +92,10 @@ def main() -> int:
     parser.add_argument("--huge", type=int, default=0, metavar="N", help="also clean one N×N page (0: skip)")
     parser.add_argument("--device", default="cpu", help="cleandoc's --device (default cpu)")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto", help="cleandoc's --precision")
+    parser.add_argument("--write", type=Path, metavar="FILE", help="also write the table into FILE's section")
     args = parser.parse_args()
     models = args.model or ["default", "fast"]
     dtype = autocast_dtype(args.precision, pick_device(args.device))
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"cleandoc on {args.device} in {dtype or torch.float32} (--precision {args.precision})")
     unpaper = shutil.which("unpaper")
     rows = []
     with tempfile.TemporaryDirectory() as folder:
@@ -107,12 +106,12 @@ def main() -> int:
         tiny.parent.mkdir()
         cv2.imwrite(str(tiny), cv2.imread(str(pages[0]), cv2.IMREAD_GRAYSCALE)[:64, :64])
         for index, name in enumerate(models):
-            model = load_model(name)
-            val = model.info.get("val_rmse")
+            _, info = load_model(name)
+            val = info.figures.get("val_rmse")
             startup, _ = timed(cleandoc_command(tiny, folder / f"tiny{index}", name, args))
             seconds, rss = timed(cleandoc_command(folder / "a4" / "dirty", folder / f"out{index}", name, args))
-            rows.append((f"cleandoc clean --model {name} ({model.config['arch']} "
-                         f"{'-'.join(map(str, model.config.get('widths', [])))})", seconds / len(pages), rss,
+            rows.append((f"cleandoc clean --model {name} ({info.config['arch']} "
+                         f"{'-'.join(map(str, info.config.get('widths', [])))})", seconds / len(pages), rss,
                          "n/a" if val is None else f"{val:.4f}", startup, (seconds - startup) / len(pages)))
         decode, encode = codec_seconds(pages, folder / "out0", folder / "codec")
         if unpaper:
@@ -129,26 +128,32 @@ def main() -> int:
                     f"({args.huge ** 2 / 1e6:.0f} MP)", seconds, rss)
 
     unpaper_seconds = rows[-1][1] if unpaper else None
-    print()
-    print(f"| {args.pages} A4 300-dpi pages, PNG in and out | s per page | pages per s | ratio to unpaper "
-          "| start-up, s | s per page after start-up | its ratio | peak RSS, MB | validation RMSE |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    lines = [f"| {args.pages} A4 300-dpi pages, PNG in and out | s per page | pages per s | ratio to unpaper "
+             "| start-up, s | s per page after start-up | its ratio | peak RSS, MB | validation RMSE |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
 
     def ratio(seconds: float | None) -> str:
         return f"{seconds / unpaper_seconds:.2f}" if unpaper_seconds and seconds is not None else "n/a"
 
     for name, seconds, rss, val, startup, after in rows:
         startup_cells = "| | | |" if startup is None else f"| {startup:.2f} | {after:.2f} | {ratio(after)} |"
-        print(f"| {name} | {seconds:.2f} | {1 / seconds:.3f} | {ratio(seconds)} {startup_cells} {rss:.0f} | {val} |")
+        lines.append(f"| {name} | {seconds:.2f} | {1 / seconds:.3f} | {ratio(seconds)} {startup_cells} {rss:.0f} "
+                     f"| {val} |")
     if args.huge:
         name, seconds, rss = huge
-        print(f"| {name} | {seconds:.1f} (whole page) | | | | | | {rss:.0f} | |")
+        lines.append(f"| {name} | {seconds:.1f} (whole page) | | | | | | {rss:.0f} | |")
     workers = default_workers()
-    print(f"\nPNG codecs, one core per page: read + decode {decode:.3f} s, encode + write {encode:.3f} s; "
-          f"cleandoc's {workers} worker threads here (one per core) feed at most {workers / (decode + encode):.1f} "
-          "pages per s, whatever the model")
+    lines += ["", f"PNG codecs, one core per page: read + decode {decode:.3f} s, encode + write {encode:.3f} s; "
+                  f"cleandoc's {workers} worker threads here (one per core) feed at most "
+                  f"{workers / (decode + encode):.1f} pages per s, whatever the model."]
     if not unpaper:
-        print("\n(unpaper not found: install it, e.g. `apt-get install unpaper`, for the comparison)")
+        lines += ["", "(unpaper not found: install it, e.g. `apt-get install unpaper`, for the comparison)"]
+    header = (f"Measured with `python bench/speed.py {' '.join(sys.argv[1:])}` ({stamp()}; cleandoc on "
+              f"{args.device} in {dtype or torch.float32}, --precision {args.precision}).")
+    print("\n" + header + "\n\n" + "\n".join(lines))
+    if args.write:
+        replace_section(args.write, "speed.py", header + "\n\n" + "\n".join(lines))
+        print(f"wrote {args.write}")
     return 0
 
 

@@ -24,6 +24,8 @@ from rich.progress import (
 )
 
 from . import __version__
+from .noise import NOISE_NAMES
+from .options import DEFAULT_ARCHITECTURE, PRECISIONS, CleanOptions, RunOptions, TrainOptions, default, help_text
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Clean scanned document pages with a learned denoising autoencoder.")
@@ -42,19 +44,22 @@ class Loss(str, Enum):
     bce = "bce"
 
 
-class Precision(str, Enum):  # tiling.PRECISIONS, as choices for Typer
-    auto = "auto"
-    fp32 = "fp32"
-    fp16 = "fp16"
-    bf16 = "bf16"
+Precision = Enum("Precision", {name: name for name in PRECISIONS}, type=str)  # the choices, for Typer
+
+MODEL_HELP = ("A model file (.safetensors) or a shipped model: default (used if omitted) or fast (quicker, less "
+              "accurate).")
+HeldOut = Enum("HeldOut", {"val": "val", "sealed": "sealed"}, type=str)
+EXIT_CODES = ("Exit status: 0 when every page was cleaned or skipped, 1 when a page failed, 2 for a usage problem "
+              "(bad option, unusable model file), 130 when interrupted.")
 
 
-PRECISION_HELP = ("Arithmetic precision: auto is fp16 on CUDA, bf16 on CPUs with bf16 in hardware (AVX-512 BF16 "
-                  "or AMX), fp32 elsewhere.")
-TILE_HELP = "Tile size in pixels; 0 picks tiles for the model, page and device."
-BATCH_HELP = "Tiles per model call; 0: one on a CPU, four on CUDA."
-MODEL_HELP = ("A model file (.safetensors) or a shipped model: default (the best; used if omitted) or fast "
-              "(about 17x faster on a CPU, coarser).")
+def _run_option(name: str, **settings) -> typer.Option:
+    """An option of how the model runs, with its help from RunOptions, where its default is too."""
+    return typer.Option(help=help_text(RunOptions, name), **settings)
+
+
+def _clean_option(name: str, *flags: str, **settings) -> typer.Option:
+    return typer.Option(*flags, help=help_text(CleanOptions, name), **settings)
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -74,22 +79,17 @@ def main(version: Annotated[bool, typer.Option("--version", callback=_version, i
     """Clean scanned document pages with a learned denoising autoencoder."""
 
 
-def _load(model_path: Optional[Path], device_name: str):
-    """The one loader, with its expected failures turned into a one-line error."""
-    from .store import ModelFileError, load_model
-    from .tiling import pick_device
+def _cleaner(model: Optional[str], device: str, precision, threads: Optional[int] = None, tile: int = 0,
+             batch_size: int = 0):
+    """The front door, with its expected failures turned into a one-line error."""
+    from .api import Cleaner
+    from .store import ModelFileError
 
     try:
-        device = pick_device(device_name)
-        return load_model(model_path, device), device
+        return Cleaner.load(model or "default", device, getattr(precision, "value", precision), threads, tile,
+                            batch_size)
     except (ModelFileError, ValueError) as exc:
         raise _fail(str(exc)) from None
-
-
-def _autocast(precision: Precision, device):
-    from .tiling import autocast_dtype
-
-    return autocast_dtype(precision.value, device)
 
 
 def _progress(quiet: bool) -> Progress | None:
@@ -100,48 +100,76 @@ def _progress(quiet: bool) -> Progress | None:
                     TimeRemainingColumn(), console=err, transient=True)
 
 
-@app.command()
+def _summary_record(summary, problems: list[tuple[str, str]]) -> dict:
+    """What `clean --json` writes: the counts and every page's outcome."""
+    pages = [{"input": str(r.job.source), "output": str(r.job.output), "status": r.status, "reason": r.reason,
+              "seconds": round(r.seconds, 3), "warnings": r.warnings} for r in summary.results]
+    pages += [{"input": source, "output": None, "status": "failed", "reason": reason, "seconds": 0, "warnings": []}
+              for source, reason in problems]
+    return {"cleaned": summary.count("cleaned"), "skipped": summary.count("skipped"),
+            "failed": summary.count("failed") + len(problems), "warned": summary.warned,
+            "interrupted": summary.interrupted, "seconds": round(summary.seconds, 3), "pages": pages}
+
+
+def _single_file(inputs: list[str], output: Path) -> bool:
+    """One input file (or -) and an output that names a file (an image extension, or -): file to file."""
+    from .imageio import WRITE_EXTENSIONS
+
+    one_file = len(inputs) == 1 and (inputs[0] == "-" or Path(inputs[0]).is_file())
+    return one_file and (str(output) == "-" or output.suffix.lower() in WRITE_EXTENSIONS)
+
+
+@app.command(epilog=EXIT_CODES)
 def clean(
-    inputs: Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns.", show_default=False)],
-    outdir: Annotated[Path, typer.Option("--output", "-o", help="Folder for the cleaned pages.",
+    inputs: Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns; - reads one page from "
+                                                     "standard input.", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The folder for the cleaned pages; for one input "
+                                                                "file, the output file itself (its extension "
+                                                                "sets the format; - writes to standard output).",
                                          show_default=False)],
-    model: Annotated[Optional[Path], typer.Option(help=MODEL_HELP)] = None,
+    model: Annotated[Optional[str], typer.Option(help=MODEL_HELP, show_default=False)] = None,
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Walk subfolders and mirror them.")] = False,
-    fmt: Annotated[OutputFormat, typer.Option("--format", help="Output format (8-bit grayscale).")] = OutputFormat.png,
-    overwrite: Annotated[bool, typer.Option(help="Replace outputs that already exist (default: skip them).")] = False,
-    tile: Annotated[int, typer.Option(min=0, help=TILE_HELP)] = 0,
-    batch_size: Annotated[int, typer.Option(min=0, help=BATCH_HELP)] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    precision: Annotated[Precision, typer.Option(help=PRECISION_HELP)] = Precision.auto,
-    workers: Annotated[int, typer.Option(min=0, help="Threads decoding and encoding pages while the model runs; "
-                                                      "0: one per core.")] = 0,
+    fmt: Annotated[OutputFormat, typer.Option("--format", help="Output format of pages written into a folder or to "
+                                                               "standard output.")] = OutputFormat.png,
+    binarize: Annotated[bool, _clean_option("binarize", "--binarize")] = CleanOptions.binarize,
+    overwrite: Annotated[bool, _clean_option("overwrite")] = CleanOptions.overwrite,
+    tile: Annotated[int, _run_option("tile", min=0)] = RunOptions.tile,
+    batch_size: Annotated[int, _run_option("batch_size", min=0)] = RunOptions.batch_size,
+    device: Annotated[str, _run_option("device")] = RunOptions.device,
+    precision: Annotated[Precision, _run_option("precision")] = Precision(RunOptions.precision),
+    threads: Annotated[Optional[int], _run_option("threads", min=1, show_default=False)] = RunOptions.threads,
+    workers: Annotated[int, _clean_option("workers", min=0)] = CleanOptions.workers,
     shard: Annotated[Optional[str], typer.Option(help="Process only slice K of N of the sorted inputs, e.g. 2/8.",
                                                  show_default=False)] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write a summary here: the counts and, "
+                                                                     "per page, status, seconds and warnings.",
+                                                      show_default=False)] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors and warnings.")] = False,
 ) -> None:
-    """Clean pages and write them, same size and name, under OUTDIR."""
-    from .clean import CleanOptions, clean_pages
-    from .files import parse_shard, plan_jobs
-    from .imageio import WRITE_FORMATS
+    """Clean pages and write them, same size and name, under OUTPUT (or one file to OUTPUT)."""
+    import json
+    import tempfile
+
+    from .files import Job, Plan, parse_shard, plan_jobs
+    from .imageio import WRITE_FORMATS, write_atomically
 
     try:
         shard_range = parse_shard(shard) if shard else None
     except ValueError as exc:
         raise _fail(str(exc)) from None
-    if outdir.exists() and not outdir.is_dir():
-        raise _fail(f"{outdir}: exists and is not a folder")
-    plan = plan_jobs(inputs, outdir, WRITE_FORMATS[fmt.value], recursive, shard_range)
-    for source, reason in plan.problems:
-        err.print(f"{source}: {reason}", markup=False, soft_wrap=True)
-    net, dev = _load(model, device)
-    options = CleanOptions(tile=tile, batch_size=batch_size, overwrite=overwrite, workers=workers,
-                           dtype=_autocast(precision, dev))
+    single = _single_file(inputs, output)
+    extension = output.suffix.lower() if single and str(output) != "-" else WRITE_FORMATS[fmt.value]
+    if binarize and extension in (".jpg", ".jpeg"):
+        raise _fail("--binarize writes PNG or TIFF pages, not JPEG")
+    if not single and output.exists() and not output.is_dir():
+        raise _fail(f"{output}: exists and is not a folder (name a folder, or one input file for a file output)")
+    if not single and "-" in inputs:
+        raise _fail("- (standard input) is one page: give it alone, with -o FILE or -o -")
+    cleaner = _cleaner(model, device, precision, threads, tile, batch_size)
+    options = CleanOptions(overwrite=overwrite, binarize=binarize, workers=workers)
     progress = _progress(quiet)
     started = time.perf_counter()
     cleaned_megapixels = 0.0
-    if progress:
-        progress.start()
-        task = progress.add_task("cleaning", total=len(plan.jobs), rate="")
 
     def on_page(result) -> None:
         nonlocal cleaned_megapixels
@@ -152,48 +180,87 @@ def clean(
             err.print(f"{result.status} {result.job.source} -> {result.job.output}"
                       + (f" ({result.seconds:.1f} s)" if result.status == "cleaned" else ""),
                       markup=False, soft_wrap=True)
+        for warning in result.warnings:
+            (progress.console if progress else err).print(f"warning: {result.job.source}: {warning}",
+                                                          markup=False, soft_wrap=True)
         if progress:
             cleaned_megapixels += result.megapixels
             rate = cleaned_megapixels / max(time.perf_counter() - started, 1e-9)
             progress.update(task, advance=1, rate=f"{rate:.2f} MP/s")
 
-    try:
-        summary = clean_pages(plan.jobs, net, options, dev, on_page)
-    finally:
+    with tempfile.TemporaryDirectory(prefix="cleandoc-") as scratch:
+        if single:
+            source = Path(inputs[0])
+            if inputs[0] == "-":
+                source = Path(scratch) / "stdin"
+                source.write_bytes(sys.stdin.buffer.read())
+            target = Path(scratch) / f"stdout{extension}" if str(output) == "-" else output
+            if str(output) != "-" and target.resolve() == source.resolve():
+                raise _fail(f"{source}: output would overwrite the input")
+            plan = Plan([Job(source, target)], [], 1)
+        else:
+            plan = plan_jobs(inputs, output, extension, recursive, shard_range)
+        for source, reason in plan.problems:
+            err.print(f"{source}: {reason}", markup=False, soft_wrap=True)
         if progress:
-            progress.stop()
+            progress.start()
+            task = progress.add_task("cleaning", total=len(plan.jobs), rate="")
+        try:
+            summary = cleaner.clean_files(plan.jobs, options, on_page)
+        finally:
+            if progress:
+                progress.stop()
+        if str(output) == "-" and summary.count("cleaned"):
+            sys.stdout.buffer.write(plan.jobs[0].output.read_bytes())
+            sys.stdout.buffer.flush()
     failed = summary.count("failed") + len(plan.problems)
     if not quiet:
         shard_note = f" (shard {shard}, {len(plan.jobs)} of {plan.total_before_shard} pages)" if shard else ""
         stopped = "interrupted: " if summary.interrupted else ""
-        err.print(f"{stopped}{summary.count('cleaned')} cleaned, {summary.count('skipped')} skipped, {failed} failed "
-                  f"in {summary.seconds:.1f} s ({summary.megapixels / max(summary.seconds, 1e-9):.2f} MP/s)"
-                  f"{shard_note}", markup=False, soft_wrap=True)
+        warned = f" ({summary.warned} with a warning)" if summary.warned else ""
+        err.print(f"{stopped}{summary.count('cleaned')} cleaned{warned}, {summary.count('skipped')} skipped, "
+                  f"{failed} failed in {summary.seconds:.1f} s "
+                  f"({summary.megapixels / max(summary.seconds, 1e-9):.2f} MP/s){shard_note}",
+                  markup=False, soft_wrap=True)
+    if json_path:
+        try:
+            write_atomically(json_path, json.dumps(_summary_record(summary, plan.problems), indent=2).encode())
+        except OSError as exc:
+            raise _fail(f"{json_path}: cannot write ({exc.strerror or exc})") from None
     if summary.interrupted:
         raise typer.Exit(130)
     if failed:
         raise typer.Exit(1)
 
 
+def _train_option(name: str, *flags: str, **settings) -> typer.Option:
+    """A `cleandoc train` option whose help comes from TrainOptions, where its default is too."""
+    return typer.Option(*flags, help=help_text(TrainOptions, name), **settings)
+
+
+SOURCE_HELP = ("optionally followed by :WEIGHT (its share of the patches against other sources) or "
+               ":weight=W,val=F,sealed=F (F: the share of its page groups held out); repeatable.")
+
+
 @app.command()
 def train(
-    clean: Annotated[Path, typer.Option(help="Folder of clean targets, paired by relative path and stem.",
-                                        show_default=False)],
     out: Annotated[Path, typer.Option("--output", "-o", help="Where to write the best model (.safetensors).",
                                       show_default=False)],
-    dirty: Annotated[Optional[Path], typer.Option(help="Folder of dirty pages; without it, train from clean pages "
-                                                       "alone, corrupted by --noise.", show_default=False)] = None,
-    noise: Annotated[Optional[list[str]], typer.Option(help="A corruption step NAME[:STRENGTH], repeatable, applied "
-                                                            "in order: gaussian, mask, saltpepper, blur, jpeg, "
-                                                            "illumination, texture, stains, ink, speckle, scanlines, "
-                                                            "random, transfer (real noise from the pairs).",
-                                                       show_default=False)] = None,
-    synthetic_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="With --dirty and --noise: share of "
-                                                                             "patches corrupted from clean targets "
-                                                                             "instead of real.")] = 0.5,
-    contractive: Annotated[float, typer.Option(min=0.0, help="Weight of the contractive penalty on the "
-                                                             "encoder (0: off).")] = 0.0,
-    arch: Annotated[str, typer.Option(help="Architecture: unet or dae.")] = "unet",
+    pairs: Annotated[Optional[list[str]], typer.Option(
+        help="A source of (dirty, clean) page pairs: DIRTY:CLEAN, two folders paired by relative path and stem, "
+             f"{SOURCE_HELP}", show_default=False)] = None,
+    pages: Annotated[Optional[list[str]], typer.Option(
+        help=f"A source of clean pages alone, each patch corrupted by --noise: CLEAN, {SOURCE_HELP}",
+        show_default=False)] = None,
+    val_pairs: Annotated[Optional[list[str]], typer.Option(
+        help="A validation source used whole: DIRTY:CLEAN; repeatable.", show_default=False)] = None,
+    noise: Annotated[Optional[list[str]], typer.Option(
+        help=f"A corruption step NAME[:STRENGTH], repeatable, applied in order: {', '.join(NOISE_NAMES)}.",
+        show_default=False)] = None,
+    synthetic_fraction: Annotated[float, _train_option("synthetic_fraction", min=0.0, max=1.0)] =
+        default(TrainOptions, "synthetic_fraction"),
+    contractive: Annotated[float, _train_option("contractive", min=0.0)] = default(TrainOptions, "contractive"),
+    arch: Annotated[str, typer.Option(help="Architecture: unet or dae.")] = DEFAULT_ARCHITECTURE["arch"],
     widths: Annotated[Optional[str], typer.Option(help="Channels per level, comma-separated, e.g. 32,64,128.",
                                                   show_default=False)] = None,
     unshuffle: Annotated[Optional[int], typer.Option(help="unet: pixel-unshuffle factor of the stem.",
@@ -202,32 +269,33 @@ def train(
     kernel: Annotated[Optional[int], typer.Option(help="unet: side of the filter of the input predicted for each "
                                                        "pixel (1: a per-pixel gain; 0: none).",
                                                   show_default=False)] = None,
-    epochs: Annotated[int, typer.Option(min=1)] = 40,
-    patch_size: Annotated[int, typer.Option(min=16, help="Side of the training patches.")] = 128,
-    max_scale: Annotated[float, typer.Option(min=1.0, help="Rescale half the patches by up to this factor, "
-                                                           "up or down (1: off; it blurs the targets).")] = 1.0,
-    patches_per_epoch: Annotated[int, typer.Option(min=1)] = 2048,
-    batch_size: Annotated[int, typer.Option(min=1)] = 16,
-    lr: Annotated[float, typer.Option(min=0.0, help="Peak learning rate (warm-up, then cosine decay).")] = 2e-3,
-    weight_decay: Annotated[float, typer.Option(min=0.0, help="AdamW weight decay.")] = 1e-4,
-    loss: Annotated[Loss, typer.Option(help="mse (Gaussian decoder), bce (Bernoulli decoder) or l1.")] = Loss.mse,
-    patience: Annotated[int, typer.Option(min=0, help="Stop after this many epochs without a better validation "
-                                                      "RMSE; 0 never stops early.")] = 10,
-    seed: Annotated[int, typer.Option(help="Makes a run repeatable on the same machine.")] = 0,
-    val_fraction: Annotated[float, typer.Option(min=0.0, max=0.9, help="Share of page groups held out.")] = 0.2,
-    val_dirty: Annotated[Optional[Path], typer.Option(help="Explicit validation set: dirty pages.")] = None,
-    val_clean: Annotated[Optional[Path], typer.Option(help="Explicit validation set: clean pages.")] = None,
+    epochs: Annotated[int, _train_option("epochs", min=1)] = default(TrainOptions, "epochs"),
+    patch_size: Annotated[int, _train_option("patch_size", min=16)] = default(TrainOptions, "patch_size"),
+    max_scale: Annotated[float, _train_option("max_scale", min=1.0)] = default(TrainOptions, "max_scale"),
+    patches_per_epoch: Annotated[int, _train_option("patches_per_epoch", min=1)] =
+        default(TrainOptions, "patches_per_epoch"),
+    batch_size: Annotated[int, _train_option("batch_size", min=1)] = default(TrainOptions, "batch_size"),
+    lr: Annotated[float, _train_option("lr", min=0.0)] = default(TrainOptions, "lr"),
+    weight_decay: Annotated[float, _train_option("weight_decay", min=0.0)] = default(TrainOptions, "weight_decay"),
+    loss: Annotated[Loss, _train_option("loss")] = Loss(default(TrainOptions, "loss")),
+    ink_weight: Annotated[float, _train_option("ink_weight", min=1.0)] = default(TrainOptions, "ink_weight"),
+    patience: Annotated[int, _train_option("patience", min=0)] = default(TrainOptions, "patience"),
+    seed: Annotated[int, _train_option("seed")] = default(TrainOptions, "seed"),
+    val_fraction: Annotated[float, _train_option("val_fraction", min=0.0, max=0.9)] =
+        default(TrainOptions, "val_fraction"),
+    sealed_fraction: Annotated[float, _train_option("sealed_fraction", min=0.0, max=0.9)] =
+        default(TrainOptions, "sealed_fraction"),
     init: Annotated[Optional[Path], typer.Option(help="Fine-tune this model instead of starting afresh.")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run that writes OUTPUT, with the options "
-                                                              "stored in its checkpoint.")] = False,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    amp: Annotated[bool, typer.Option(help="Mixed precision (bf16 autocast) on CUDA.")] = True,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run that writes OUTPUT, with the "
+                                                          "options stored in its checkpoint.")] = False,
+    device: Annotated[str, typer.Option(help=help_text(RunOptions, "device"))] = "auto",
+    amp: Annotated[bool, _train_option("amp")] = default(TrainOptions, "amp"),
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors and the result.")] = False,
 ) -> None:
-    """Train a model on (dirty, clean) page pairs, keeping the best by validation RMSE."""
-    from .data import PairingError
+    """Train a model on page pairs and clean pages from one or more sources, keeping the best by validation RMSE."""
+    from .data import PairingError, parse_source
     from .store import ModelFileError
-    from .train import TrainingError, TrainOptions, train_from_folders
+    from .train import TrainingError, train_from_sources
 
     config: dict = {"arch": arch}
     try:
@@ -235,13 +303,24 @@ def train(
             config["widths"] = [int(w) for w in widths.split(",")]
     except ValueError:
         raise _fail(f"--widths must be comma-separated integers, got {widths!r}") from None
+    if arch == DEFAULT_ARCHITECTURE["arch"]:
+        config = {**DEFAULT_ARCHITECTURE, **config}
     given = {"unshuffle": unshuffle, "convs": convs, "kernel": kernel}
     config.update({k: v for k, v in given.items() if v is not None})
+    try:
+        sources = [parse_source(text) for text in pairs or []] + [parse_source(text, pairs=False)
+                                                                  for text in pages or []]
+        val_sources = [parse_source(text) for text in val_pairs or []]
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    if not sources:
+        raise _fail("give at least one training source: --pairs DIRTY:CLEAN or --pages CLEAN")
     options = TrainOptions(model=config, epochs=epochs, patch_size=patch_size, max_scale=max_scale,
-                           patches_per_epoch=patches_per_epoch,
-                           batch_size=batch_size, lr=lr, weight_decay=weight_decay, loss=loss.value,
-                           patience=patience, seed=seed, noise=list(noise or []),
-                           synthetic_fraction=synthetic_fraction, contractive=contractive, amp=amp)
+                           patches_per_epoch=patches_per_epoch, batch_size=batch_size, lr=lr,
+                           weight_decay=weight_decay, loss=loss.value, ink_weight=ink_weight, patience=patience,
+                           seed=seed,
+                           noise=list(noise or []), synthetic_fraction=synthetic_fraction, contractive=contractive,
+                           amp=amp, val_fraction=val_fraction, sealed_fraction=sealed_fraction)
     progress = _progress(quiet)
     task = None
 
@@ -249,8 +328,16 @@ def train(
         nonlocal task
         kind = event["event"]
         if kind == "data" and not quiet:
-            err.print(f"{event['train_pages']} training pages, {event['val_pages']} validation pages "
-                      f"({event['validation']})", markup=False, soft_wrap=True)
+            for source in event["sources"]:
+                where = f"{source['dirty']} + {source['clean']}" if source["dirty"] else f"{source['clean']} (clean)"
+                if source.get("use") == "validation":
+                    err.print(f"validation: {where}, {source['pages']} pages", markup=False, soft_wrap=True)
+                else:
+                    err.print(f"source: {where}, weight {source['weight']:g}: {source['train_pages']} training, "
+                              f"{source['val_pages']} validation, {source['sealed_pages']} sealed pages",
+                              markup=False, soft_wrap=True)
+            err.print(f"{event['train_pages']} training pages, {event['val_pages']} validation pages",
+                      markup=False, soft_wrap=True)
         elif kind == "step" and progress:  # one bar for the whole run, so ETA means the end of training
             total = event["epochs"] * event["steps"]
             if task is None:
@@ -267,9 +354,8 @@ def train(
     if progress:
         progress.start()
     try:
-        state = train_from_folders(dirty, clean, out, options, val_fraction=val_fraction, val_dirty=val_dirty,
-                                   val_clean=val_clean, init=init, resume=resume, device=device,
-                                   provenance={"command": " ".join(["cleandoc", *sys.argv[1:]])},
+        state = train_from_sources(sources, out, options, val_sources=val_sources, init=init, resume=resume,
+                                   device=device, provenance={"command": " ".join(["cleandoc", *sys.argv[1:]])},
                                    on_progress=on_progress)
     except (PairingError, TrainingError, ModelFileError, ValueError) as exc:
         raise _fail(str(exc)) from None
@@ -284,56 +370,87 @@ def train(
 
 @app.command()
 def evaluate(
-    dirty: Annotated[Path, typer.Option(help="Folder of dirty pages.", show_default=False)],
-    clean: Annotated[Path, typer.Option(help="Folder of clean targets, paired by relative path and stem.",
-                                        show_default=False)],
-    model: Annotated[Optional[Path], typer.Option(help=MODEL_HELP)] = None,
+    dirty: Annotated[Optional[Path], typer.Option(help="Folder of dirty pages.", show_default=False)] = None,
+    clean: Annotated[Optional[Path], typer.Option(help="Folder of clean targets, paired by relative path and stem.",
+                                                  show_default=False)] = None,
+    held_out: Annotated[Optional[HeldOut], typer.Option(
+        help="Instead of --dirty and --clean: the pages the model's own training run held out (val: its "
+             "validation pages; sealed: its sealed ones), found from what its file records.",
+        show_default=False)] = None,
+    model: Annotated[Optional[str], typer.Option(help=MODEL_HELP, show_default=False)] = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the figures as JSON here.")] = None,
     sheet: Annotated[Optional[Path], typer.Option(help="Write a PNG of the worst pages: dirty | cleaned | target "
                                                        "| error.")] = None,
     worst: Annotated[int, typer.Option(min=1, help="Rows on the sheet.")] = 6,
     sheet_height: Annotated[int, typer.Option(min=32, help="Height of each row of the sheet, in pixels.")] = 360,
-    tile: Annotated[int, typer.Option(min=0, help=TILE_HELP)] = 0,
-    batch_size: Annotated[int, typer.Option(min=0, help=BATCH_HELP)] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    precision: Annotated[Precision, typer.Option(help=PRECISION_HELP)] = Precision.auto,
+    tile: Annotated[int, _run_option("tile", min=0)] = RunOptions.tile,
+    batch_size: Annotated[int, _run_option("batch_size", min=0)] = RunOptions.batch_size,
+    device: Annotated[str, _run_option("device")] = RunOptions.device,
+    precision: Annotated[Precision, _run_option("precision")] = Precision(RunOptions.precision),
+    threads: Annotated[Optional[int], _run_option("threads", min=1, show_default=False)] = RunOptions.threads,
+    binary: Annotated[bool, typer.Option("--binary", help="Score binarised pages against binary ground truth "
+                                                          "(DIBCO F-measure, PSNR, DRD), beside doing nothing, "
+                                                          "Otsu and Sauvola.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the totals.")] = False,
 ) -> None:
-    """Score a model on page pairs: pooled RMSE, PSNR and SSIM, beside doing nothing."""
+    """Score a model on page pairs: pooled RMSE, PSNR and SSIM beside doing nothing, or with --binary the DIBCO
+    figures beside classic binarisers."""
     import json
 
     from rich.table import Table
 
-    from .data import PairingError, find_pairs
-    from .evaluate import contact_sheet
+    from .data import PairingError, find_pairs, held_out_pairs
+    from .evaluate import BINARY_METHODS, contact_sheet, evaluate_binary
     from .evaluate import evaluate as run_evaluation
     from .imageio import write_atomically
 
-    net, dev = _load(model, device)
+    if (dirty is None or clean is None) == (held_out is None):
+        raise _fail("give --dirty and --clean, or --held-out val|sealed")
+    cleaner = _cleaner(model, device, precision, threads, tile, batch_size)
     try:
-        pairs = find_pairs(dirty, clean)
-        report, rows = run_evaluation(pairs, net, dev, tile=tile, batch_size=batch_size,
-                                      dtype=_autocast(precision, dev),
-                                      worst=worst if sheet else 0)
+        pairs = find_pairs(dirty, clean) if held_out is None else held_out_pairs(cleaner.info.provenance,
+                                                                                 held_out.value)
+        if not pairs:
+            raise _fail(f"{cleaner.info.source}: its file records no {held_out.value} pages")
+        if binary:
+            report = evaluate_binary(pairs, cleaner)
+        else:
+            report, rows = run_evaluation(pairs, cleaner, worst=worst if sheet else 0)
     except PairingError as exc:
         raise _fail(str(exc)) from None
     out = Console(highlight=False)
-    table = Table(title=f"{net.source} on {len(report.pages)} pages", title_justify="left")
-    for column in ("page", "RMSE input", "RMSE cleaned", "PSNR input", "PSNR cleaned", "SSIM input", "SSIM cleaned"):
-        table.add_column(column, justify="left" if column == "page" else "right", no_wrap=column == "page")
-    if not quiet:
-        for p in report.pages:
-            table.add_row(p.name, f"{p.input_rmse:.4f}", f"{p.rmse:.4f}", f"{p.input_psnr:.2f}", f"{p.psnr:.2f}",
-                          f"{p.input_ssim:.4f}", f"{p.ssim:.4f}")
-        table.add_section()
-    table.add_row("all (pooled)", f"{report.input_rmse:.4f}", f"{report.rmse:.4f}",
-                  f"{report.mean('input_psnr'):.2f}", f"{report.mean('psnr'):.2f}",
-                  f"{report.mean('input_ssim'):.4f}", f"{report.mean('ssim'):.4f}", style="bold")
+    table = Table(title=f"{cleaner.info.source} on {len(report.pages)} pages", title_justify="left")
+    if binary:
+        table.add_column("page", no_wrap=True)
+        for method in BINARY_METHODS:
+            table.add_column(f"{method}\nFM / PSNR / DRD", justify="right")
+
+        def cells(scores) -> list[str]:
+            return [f"{fm:.2f} / {psnr:.2f} / {drd:.2f}" for fm, psnr, drd in scores]
+
+        if not quiet:
+            for p in report.pages:
+                table.add_row(p.name, *cells(p.scores[m] for m in BINARY_METHODS))
+            table.add_section()
+        table.add_row("mean", *cells(report.mean(m) for m in BINARY_METHODS), style="bold")
+    else:
+        for column in ("page", "RMSE input", "RMSE cleaned", "PSNR input", "PSNR cleaned", "SSIM input",
+                       "SSIM cleaned"):
+            table.add_column(column, justify="left" if column == "page" else "right", no_wrap=column == "page")
+        if not quiet:
+            for p in report.pages:
+                table.add_row(p.name, f"{p.input_rmse:.4f}", f"{p.rmse:.4f}", f"{p.input_psnr:.2f}", f"{p.psnr:.2f}",
+                              f"{p.input_ssim:.4f}", f"{p.ssim:.4f}")
+            table.add_section()
+        table.add_row("all (pooled)", f"{report.input_rmse:.4f}", f"{report.rmse:.4f}",
+                      f"{report.mean('input_psnr'):.2f}", f"{report.mean('psnr'):.2f}",
+                      f"{report.mean('input_ssim'):.4f}", f"{report.mean('ssim'):.4f}", style="bold")
     out.print(table)
     try:
         if json_path:
-            write_atomically(json_path, json.dumps({"model": net.source, **report.to_dict()}, indent=2).encode())
-        if sheet:
+            write_atomically(json_path, json.dumps({"model": cleaner.info.source, **report.to_dict()},
+                                                   indent=2).encode())
+        if sheet and not binary:
             contact_sheet(rows, sheet, sheet_height)
             err.print(f"wrote {sheet} ({len(rows)} worst pages)", markup=False, soft_wrap=True)
     except OSError as exc:
@@ -353,16 +470,16 @@ def inspect_command(
 
     from .inspect_model import filters_picture, model_card
 
-    net, _ = _load(model, "cpu")
+    cleaner = _cleaner(model, "cpu", "fp32")
     table = Table(show_header=False, box=None, padding=(0, 2))
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
-    for label, value in model_card(net):
+    for label, value in model_card(cleaner.model, cleaner.info):
         table.add_row(escape(label), escape(value))
     Console(highlight=False).print(table)
     if filters:
         try:
-            count = filters_picture(net, filters, cell)
+            count = filters_picture(cleaner.model, filters, cell)
         except ValueError as exc:
             raise _fail(str(exc)) from None
         except OSError as exc:

@@ -1,20 +1,32 @@
-"""Score a model on (dirty, clean) pairs against the do-nothing baseline, and draw its worst pages."""
+"""Score a model on (dirty, clean) pairs against the do-nothing baseline, and draw its worst pages.
+
+Scores are taken on the 8-bit pages `cleandoc clean` writes, so a figure is what a user gets."""
 
 from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import torch
 
 from .data import Pair, load_pairs
-from .imageio import write_atomically
-from .metrics import psnr, rmse, ssim
-from .tiling import run
+from .imageio import to_uint8, to_unit_float, write_atomically
+from .metrics import (
+    CLASSIC_BINARISERS,
+    binarize,
+    classic_binary,
+    dibco_scores,
+    psnr,
+    rmse,
+    ssim,
+)
+
+if TYPE_CHECKING:
+    from .api import Cleaner
 
 
 @dataclass
@@ -55,17 +67,18 @@ class Report:
                 "per_page": [asdict(p) for p in self.pages]}
 
 
-def evaluate(pairs: list[Pair], model: torch.nn.Module, device: torch.device, *, tile: int = 0,
-             batch_size: int = 0, dtype: torch.dtype | None = None, worst: int = 0,
-             on_page: Callable[[PageScore], None] | None = None) -> tuple[Report, list]:
-    """Clean every dirty page and compare with its target. Also returns the `worst` pages by RMSE as
-    (score, dirty, cleaned, clean) tuples, for a contact sheet."""
+def score_pages(pages: Iterable[tuple[str, np.ndarray, np.ndarray]], cleaner: Cleaner, *, worst: int = 0,
+                on_page: Callable[[PageScore], None] | None = None) -> tuple[Report, list]:
+    """Clean every (name, dirty, clean) page as `cleandoc clean` does, to the 8-bit page it would write, and
+    compare with its target: the one scoring that `evaluate`, training's validation and the benchmarks share.
+    Also returns the `worst` pages by RMSE as (score, dirty, cleaned, clean) tuples, for a contact sheet."""
+    cleaner.model.eval()
     report = Report()
     kept: list = []  # a min-heap on RMSE holding the worst pages seen so far
-    for index, pair in enumerate(pairs):
-        dirty, clean = load_pairs([pair])[0]
-        cleaned = run(model, dirty, tile=tile, batch_size=batch_size, device=device, dtype=dtype)
-        score = PageScore(pair.name, clean.size, rmse(cleaned, clean), psnr(cleaned, clean), ssim(cleaned, clean),
+    for index, (name, dirty, clean) in enumerate(pages):
+        dirty, clean = to_unit_float(dirty), to_unit_float(clean)
+        cleaned = to_unit_float(cleaner.run(dirty))
+        score = PageScore(name, clean.size, rmse(cleaned, clean), psnr(cleaned, clean), ssim(cleaned, clean),
                           rmse(dirty, clean), psnr(dirty, clean), ssim(dirty, clean))
         report.pages.append(score)
         if worst:
@@ -74,6 +87,66 @@ def evaluate(pairs: list[Pair], model: torch.nn.Module, device: torch.device, *,
         if on_page:
             on_page(score)
     return report, [entry for _, _, entry in sorted(kept, reverse=True)]
+
+
+def evaluate(pairs: list[Pair], cleaner: Cleaner, **options) -> tuple[Report, list]:
+    """`score_pages` on pairs of files, read one pair at a time."""
+    return score_pages(((pair.name, *load_pairs([pair])[0]) for pair in pairs), cleaner, **options)
+
+
+BINARY_METHODS = ("do nothing", *CLASSIC_BINARISERS, "cleandoc")
+
+
+@dataclass
+class BinaryScore:
+    """One page's DIBCO figures, (F-measure %, PSNR dB, DRD), for each of BINARY_METHODS: the input thresholded
+    at half (doing nothing), the classic binarisers on the input, and cleandoc's binarised output."""
+
+    name: str
+    scores: dict[str, tuple[float, float, float]]
+
+
+@dataclass
+class BinaryReport:
+    pages: list[BinaryScore] = field(default_factory=list)
+
+    def mean(self, method: str) -> tuple[float, float, float]:
+        """The mean of each figure over the pages, as the DIBCO contests report them."""
+        return tuple(float(np.mean([p.scores[method][i] for p in self.pages])) for i in range(3))
+
+    def to_dict(self) -> dict:
+        return {"pages": len(self.pages),
+                "mean": {m: dict(zip(("fm", "psnr", "drd"), self.mean(m))) for m in BINARY_METHODS},
+                "per_page": [asdict(p) for p in self.pages]}
+
+
+def score_binary(pages: Iterable[tuple[str, np.ndarray, np.ndarray]], cleaner: Cleaner,
+                 on_page: Callable[[BinaryScore], None] | None = None) -> BinaryReport:
+    """Binarise every (name, dirty, ground truth) page with cleandoc (`clean --binarize`) and with the classic
+    binarisers, and score each against the ground truth (thresholded at half, so grey targets work too)."""
+    cleaner.model.eval()
+    report = BinaryReport()
+    for name, dirty, truth in pages:
+        dirty = dirty if dirty.dtype == np.uint8 else to_uint8(to_unit_float(dirty))
+        cleaned = cleaner.run(dirty)
+        binaries = {"do nothing": binarize(dirty), **{m: classic_binary(dirty, m) for m in CLASSIC_BINARISERS},
+                    "cleandoc": binarize(cleaned)}
+        score = BinaryScore(name, {method: dibco_scores(binary, truth) for method, binary in binaries.items()})
+        report.pages.append(score)
+        if on_page:
+            on_page(score)
+    return report
+
+
+def evaluate_binary(pairs: list[Pair], cleaner: Cleaner, **options) -> BinaryReport:
+    """`score_binary` on pairs of files, read one pair at a time."""
+    return score_binary(((pair.name, *load_pairs([pair])[0]) for pair in pairs), cleaner, **options)
+
+
+def pooled_rmse(cleaner: Cleaner, pages: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    """Pooled RMSE on in-memory (dirty, clean) pages: what training validates with."""
+    report, _ = score_pages(((str(i), dirty, clean) for i, (dirty, clean) in enumerate(pages)), cleaner)
+    return report.rmse
 
 
 def contact_sheet(rows: list, path, height: int = 360) -> None:

@@ -9,6 +9,7 @@ a temporary file and `os.replace`, so an interrupted run never leaves a half-wri
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 import secrets
@@ -24,15 +25,18 @@ os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from .options import DEFAULT_MAX_PIXELS  # noqa: E402
 
 if os.environ["OPENCV_LOG_LEVEL"] == "SILENT":  # cv2 may have been loaded before the variable was set
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 READ_EXTENSIONS: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"})
 WRITE_FORMATS: dict[str, str] = {"png": ".png", "tif": ".tif", "jpg": ".jpg"}
-DEFAULT_MAX_PIXELS = 30_000 * 30_000
 
-_WRITE_EXTENSIONS = frozenset({".png", ".tif", ".tiff", ".jpg", ".jpeg"})
+WRITE_EXTENSIONS = frozenset({".png", ".tif", ".tiff", ".jpg", ".jpeg"})
+BINARY_EXTENSIONS = frozenset({".png", ".tif", ".tiff"})  # what a 1-bit page can be written as
 _JPEG_QUALITY = 95
 _TEMP_SUFFIX = ".cleandoc-tmp"
 _TEMPORARY_NAME = re.compile(r"\.(?P<pid>[1-9][0-9]*)\.[0-9a-f]+" + re.escape(_TEMP_SUFFIX) + "$")
@@ -230,10 +234,22 @@ def read_gray(path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
         raise PageError(f"truncated or corrupt {fmt}")
     if pixels.dtype not in (np.uint8, np.uint16) and pixels.dtype.kind != "f":
         raise PageError(f"unsupported {fmt} sample type {pixels.dtype}")
+    return to_gray(pixels)
+
+
+def to_gray(pixels: np.ndarray, order: str = "bgr") -> np.ndarray:
+    """One gray plane (H x W) from page samples: a 2-D or one-channel page as it is (uint8 and uint16 stay
+    integers); colour pages, whose three channels come in `order` ("bgr" as OpenCV reads them, "rgb" as Pillow
+    does), by luminance, with transparent areas (a fourth channel) blended over white paper, as float32 in
+    [0, 1]."""
     if pixels.ndim == 3 and pixels.shape[2] == 1:
         pixels = pixels[..., 0]
-    if pixels.ndim == 2 and pixels.dtype.kind == "u":
-        return pixels
+    if pixels.ndim == 2:
+        return pixels if pixels.dtype.kind == "u" else to_unit_float(pixels)
+    if pixels.ndim != 3:
+        raise PageError(f"unsupported page shape {pixels.shape}")
+    if order == "rgb" and pixels.shape[2] in (3, 4):
+        pixels = pixels[..., [2, 1, 0, 3][:pixels.shape[2]]]
     return np.ascontiguousarray(_to_gray(to_unit_float(pixels)), dtype=np.float32)
 
 
@@ -270,29 +286,46 @@ def _to_gray(page: np.ndarray) -> np.ndarray:
     return gray * alpha + (1 - alpha)
 
 
-def write_page(path, page: np.ndarray) -> None:
-    """Write a page (uint8, or float in [0, 1]) as 8-bit grayscale, in the format named by the path's extension.
+def write_page(path, page: np.ndarray, binary: bool = False) -> None:
+    """Write a page (uint8, or float in [0, 1]) as 8-bit grayscale, in the format named by the path's extension;
+    with `binary`, as 1-bit black and white (paper where the page is at least half white): a 1-bit PNG, or a TIFF
+    with CCITT Group 4 compression, the fax coding that OCR engines and PDF writers take as it is.
 
     The page is encoded in memory and lands under its real name only by an atomic rename, so a reader (or a
     resumed run) never finds a partial file there.
     """
     path = Path(path)
     extension = path.suffix.lower()
-    if extension not in _WRITE_EXTENSIONS:
-        raise ValueError(f"cannot write {path.suffix!r} files; use one of {sorted(_WRITE_EXTENSIONS)}")
+    if extension not in WRITE_EXTENSIONS:
+        raise ValueError(f"cannot write {path.suffix!r} files; use one of {sorted(WRITE_EXTENSIONS)}")
     pixels = page if page.dtype == np.uint8 else to_uint8(page)
-    params = [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY] if extension in (".jpg", ".jpeg") else []
+    if binary:
+        encoded = _encode_binary(pixels, extension)
+    else:
+        params = [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY] if extension in (".jpg", ".jpeg") else []
+        try:
+            ok, encoded = cv2.imencode(extension, pixels, params)
+        except cv2.error:
+            ok = False
+        if not ok:
+            raise PageError(f"cannot write: {extension} encoding failed")
+        encoded = encoded.data
     try:
-        ok, encoded = cv2.imencode(extension, pixels, params)
-    except cv2.error:
-        ok = False
-    if not ok:
-        raise PageError(f"cannot write: {extension} encoding failed")
-
-    try:
-        write_atomically(path, encoded.data)
+        write_atomically(path, encoded)
     except OSError as exc:
         raise PageError(f"cannot write: {_reason(exc)}") from exc
+
+
+def _encode_binary(pixels: np.ndarray, extension: str) -> bytes:
+    if extension not in BINARY_EXTENSIONS:
+        raise ValueError(f"cannot write 1-bit {extension} files; use one of {sorted(BINARY_EXTENSIONS)}")
+    image = Image.fromarray(pixels >= 128)
+    buffer = io.BytesIO()
+    if extension == ".png":
+        image.save(buffer, format="PNG", optimize=True)
+    else:
+        image.save(buffer, format="TIFF", compression="group4")
+    return buffer.getvalue()
 
 
 def write_atomically(path: Path, data: bytes | memoryview) -> None:

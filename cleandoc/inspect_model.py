@@ -16,20 +16,20 @@ from torch import nn
 
 from .imageio import write_atomically
 from .models import count_parameters, multiply_adds_per_pixel
+from .store import ModelInfo
 
 RECENT_EPOCHS = 3
 GAP = 2
 GAP_COLOR = (150, 90, 40)  # BGR, a muted blue: no filter pixel is coloured, so a gap is never mistaken for one
 
 
-def model_card(model: nn.Module) -> list[tuple[str, str]]:
-    """(label, value) rows describing the model: what it is, how it was trained and how well it did."""
-    info = getattr(model, "info", None) or {}
+def model_card(model: nn.Module, about: ModelInfo | None = None) -> list[tuple[str, str]]:
+    """(label, value) rows describing the model: what it is, how it was trained and how well it did, from what
+    its file says (`about`)."""
+    info = about.provenance if about else {}
     rows: list[tuple[str, str]] = []
-    if getattr(model, "source", None):
-        rows.append(("file", str(model.source)))
-    if getattr(model, "format_version", None):
-        rows.append(("format version", str(model.format_version)))
+    if about:
+        rows += [("file", about.source), ("format version", str(about.format_version))]
     rows += [
         ("architecture", _architecture(model.config)),
         ("parameters", f"{count_parameters(model):,}"),
@@ -82,6 +82,15 @@ def _architecture(config: dict) -> str:
 
 def _data(data: dict, info: dict) -> str:
     parts = []
+    for source in data.get("sources") or []:
+        where = f"{source.get('dirty')} → {source.get('clean')}" if source.get("dirty") else \
+            f"{source.get('clean')} (clean pages, corrupted on the fly)"
+        if source.get("use") == "validation":
+            parts.append(f"{where}: {source.get('pages', '?')} pages, all for validation")
+        else:
+            parts.append(f"{where}, weight {source.get('weight', 1):g}: {source.get('train_pages', '?')} pages for "
+                         f"training, {source.get('val_pages', '?')} for validation, "
+                         f"{source.get('sealed_pages', 0)} sealed")
     if data.get("dirty") or data.get("clean"):
         parts.append(f"{data.get('dirty', '?')} → {data.get('clean', '?')}")
     for key, label in (("pairs", "pairs"), ("page_groups", "page groups")):
@@ -122,21 +131,12 @@ def _number(value) -> str:
     return "n/a" if value is None else str(value)
 
 
-def _first_conv(model: nn.Module) -> tuple[nn.Conv2d, int]:
-    """The conv that sees the page, and the pixel-unshuffle factor in front of it (1: none)."""
-    if model.config["arch"] == "unet":
-        return model.stem[0], model.unshuffle
-    if model.config["arch"] == "dae":
-        return model.encoder[0][0], 1
-    raise ValueError(f"no first-layer view for architecture {model.config['arch']!r}")
-
-
 def first_layer_filters(model: nn.Module) -> np.ndarray:
     """The first conv's weights as patches of the input page, shape (units, k·r, k·r).
 
     After a pixel unshuffle by r, channel dy·r+dx at cell (i, j) holds input pixel (i·r+dy, j·r+dx), so
     weight[u, dy·r+dx, i, j] multiplies patch pixel [i·r+dy, j·r+dx]; with r = 1 this is weight[u, 0]."""
-    conv, r = _first_conv(model)
+    conv, r = model.first_conv
     weight = conv.weight.detach().to("cpu", torch.float64).numpy()
     units, _, k, _ = weight.shape
     # (u, dy, dx, i, j) -> (u, i, dy, j, dx) -> (u, i·r+dy, j·r+dx)

@@ -1,10 +1,10 @@
 """Denoising autoencoder architectures, built by name from a small config.
 
 Every model maps a grayscale page in [0, 1] (shape B×1×H×W) to its clean version and is strictly local:
-only convolutions and fixed resamplings, no normalisation statistics, no global pooling. Each one states
-`receptive_radius` (how far, in input pixels, an output pixel can see) and `size_multiple` (H and W must be
-multiples of it), which is all the tiler needs to cut a page into tiles whose stitched result is exact, and
-`features_per_pixel`, the float values alive at once per pixel, which bounds activation memory for a tile.
+only convolutions and fixed resamplings, no normalisation statistics, no global pooling. Each one is a
+`Denoiser`: it states what the tiler needs to cut a page into tiles whose stitched result is exact and whose
+memory is bounded, and what the tools need to show it. A new architecture subclasses `Denoiser`, implements
+its members and joins ARCHITECTURES; nothing else in cleandoc asks which architecture a model is.
 """
 
 from __future__ import annotations
@@ -53,7 +53,47 @@ def _block(c_in: int, c_out: int, convs: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class UNet(nn.Module):
+class Denoiser(nn.Module):
+    """The interface every architecture implements.
+
+    `arch` names it in model files; `config` is {"arch": arch, **constructor arguments}, which rebuilds it.
+    `receptive_radius`: how far, in input pixels, an output pixel can see (an upper bound). `size_multiple`: H and
+    W must be multiples of it. `features_per_pixel`: the float values alive at once per input pixel at the peak of
+    a forward pass in inference mode, which bounds a tile's activation memory. `first_conv`: the convolution that
+    reads the page and the pixel-unshuffle factor in front of it (1: none), whose filters `cleandoc inspect`
+    draws. `encode(x)`: the bottleneck code (what the contractive penalty regularises). `logits(x)`: the clean
+    page before the sigmoid (what the losses take)."""
+
+    arch: str
+    config: dict
+
+    @property
+    def receptive_radius(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def size_multiple(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def features_per_pixel(self) -> float:
+        raise NotImplementedError
+
+    @property
+    def first_conv(self) -> tuple[nn.Conv2d, int]:
+        raise NotImplementedError
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.logits(x))
+
+
+class UNet(Denoiser):
     """U-Net denoiser: pixel-unshuffle stem, strided-conv encoder, bottleneck, transposed-conv decoder
     with skip connections, pixel-shuffle head.
 
@@ -154,8 +194,11 @@ class UNet(nn.Module):
             h = enc(F.leaky_relu(down(h), 0.1, inplace=True))
         return h, skips
 
+    @property
+    def first_conv(self) -> tuple[nn.Conv2d, int]:
+        return self.stem[0], self.unshuffle
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """The bottleneck code h(x) (what the contractive penalty regularises)."""
         return self._encode(self._cells(x))[0]
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -167,11 +210,8 @@ class UNet(nn.Module):
         # Unfolded from the standard layout: pixel_shuffle on a channels_last tensor is several times slower.
         return F.pixel_shuffle((out + _input_logits(cells)).contiguous(), self.unshuffle)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.logits(x))
 
-
-class ConvDAE(nn.Module):
+class ConvDAE(Denoiser):
     """The classic convolutional denoising autoencoder: strided-conv encoder down to a bottleneck and a
     transposed-conv decoder back up, with no encoder-decoder skip connections (only the input-logit skip every
     model has). A baseline and a teaching model."""
@@ -218,22 +258,22 @@ class ConvDAE(nn.Module):
             radius += 2 * scale  # transposed conv cell, then one conv at that scale
         return radius + 1
 
+    @property
+    def first_conv(self) -> tuple[nn.Conv2d, int]:
+        return self.encoder[0][0], 1
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """The bottleneck code h(x)."""
         return self.encoder(x - 0.5)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         centred = x - 0.5
         return self.decoder(self.encoder(centred)) + _input_logits(centred)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.logits(x))
+
+ARCHITECTURES: dict[str, type[Denoiser]] = {UNet.arch: UNet, ConvDAE.arch: ConvDAE}
 
 
-ARCHITECTURES: dict[str, type[nn.Module]] = {UNet.arch: UNet, ConvDAE.arch: ConvDAE}
-
-
-def build_model(config: dict) -> nn.Module:
+def build_model(config: dict) -> Denoiser:
     """Rebuild a model from its config: {"arch": name, **constructor arguments}."""
     config = dict(config)
     name = config.pop("arch", None)

@@ -145,6 +145,27 @@ def ink(page: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarr
     return _finish(page + np.float32(strength) * (bled - page))
 
 
+def faint_ink(page: np.ndarray, contrast: float, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
+    """The page printed or written with light ink, on toned, unevenly lit paper, scanned softly: ink keeps
+    `contrast` of its darkness against the paper (1 - ink / paper: 0.25 puts the ink at 75% of the paper's
+    brightness), the paper is toned down by up to 40% × `strength`, lit unevenly by up to 30% × `strength`,
+    blurred by up to 0.8 px and given sensor noise of up to 0.04 (both × `strength`). Pages and strokes that
+    must survive cleaning look like this (`bench/bench.py` scores a model on them)."""
+    paper = 1 - np.float32(strength * rng.uniform(0.0, 0.4))
+    lighting = 1 - np.float32(strength * rng.uniform(0.0, 0.3)) * _smooth_field(page.shape, 3, rng)
+    sigma, noise = strength * rng.uniform(0.0, 0.8), strength * rng.uniform(0.0, 0.04)
+    out = paper * lighting * (1 - np.float32(contrast) * (1 - page))
+    if sigma > 0.05:
+        out = cv2.GaussianBlur(out, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+    return _finish(out + np.float32(noise) * rng.standard_normal(page.shape, dtype=np.float32))
+
+
+def faint(page: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """Light ink on toned paper (`faint_ink`), at a random contrast from 1 down to 1 - 0.8 × `strength` (0.2 at the
+    default 1): the pages a cleaner must not mistake for dirt, whose target keeps every stroke dark."""
+    return faint_ink(page, 1 - 0.8 * strength * rng.random(), rng, strength)
+
+
 def speckle(page: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
     """Dust and toner specks: sparse dark dots 1, 3 or 5 px wide and 0.5 to 1 dark. Each pixel seeds a dot
     with probability `strength` × SPECKLE_SEED_RATE, so strength 1 covers about 5% of the page."""
@@ -190,6 +211,7 @@ CORRUPTIONS: dict[str, Corruption] = {
     "ink": ink,
     "speckle": speckle,
     "scanlines": scanlines,
+    "faint": faint,
 }
 
 DEFAULT_STRENGTH: dict[str, float] = {
@@ -204,6 +226,7 @@ DEFAULT_STRENGTH: dict[str, float] = {
     "ink": 0.4,
     "speckle": 0.3,
     "scanlines": 0.15,
+    "faint": 1.0,
 }
 
 # The document degradations in the order they happen to a real page: the printed ink wears, the paper ages
@@ -218,8 +241,12 @@ DOCUMENT_ORDER = ("ink", "texture", "stains", "speckle", "illumination", "blur",
 SPECIAL_STEPS = {"random": 1.0, "transfer": 1.0}
 
 
+# Every step a recipe may name; "transfer" takes real noise from the training pairs.
+NOISE_NAMES = (*CORRUPTIONS, *SPECIAL_STEPS)
+
+
 def _known() -> str:
-    return ", ".join([*CORRUPTIONS, *SPECIAL_STEPS])
+    return ", ".join(NOISE_NAMES)
 
 
 def parse_recipe(specs: list[str]) -> list[tuple[str, float]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -18,7 +19,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
 from .imageio import write_atomically
-from .models import build_model
+from .models import Denoiser, build_model, count_parameters
 
 FORMAT_NAME = "cleandoc-model"
 FORMAT_VERSION = 1
@@ -127,7 +128,27 @@ def _read_file(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, decoded
 
 
-def _rebuild(path: Path, tensors: dict[str, torch.Tensor], metadata: dict) -> torch.nn.Module:
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a model file says about its model, for people and tools: the architecture `config` (which rebuilds
+    it), the file's `format_version`, its `provenance` (what `cleandoc train` recorded: the command, the data
+    sources and their split, the options, the log of every epoch) and what the tiler needs to know of it."""
+
+    source: str
+    config: dict
+    format_version: int
+    provenance: dict
+    receptive_radius: int
+    size_multiple: int
+    parameters: int
+
+    @property
+    def figures(self) -> dict:
+        """The figures the file records from training: validation RMSE and the epoch it was reached at."""
+        return {key: self.provenance[key] for key in ("val_rmse", "best_epoch", "epoch") if key in self.provenance}
+
+
+def _rebuild(path: Path, tensors: dict[str, torch.Tensor], metadata: dict) -> tuple[Denoiser, ModelInfo]:
     try:
         model = build_model(metadata["config"])
     except ValueError as exc:
@@ -138,34 +159,43 @@ def _rebuild(path: Path, tensors: dict[str, torch.Tensor], metadata: dict) -> to
     except RuntimeError as exc:
         detail = " ".join(str(exc).split())[:300]
         raise ModelFileError(path, f"weights do not fit its config ({detail})") from None
-    model.info = metadata.get("info", {})
-    model.source = str(path)
-    model.format_version = metadata["format_version"]
-    return model.eval()
+    provenance = metadata.get("info", {})
+    info = ModelInfo(source=str(path), config=model.config, format_version=metadata["format_version"],
+                     provenance=provenance if isinstance(provenance, dict) else {},
+                     receptive_radius=model.receptive_radius, size_multiple=model.size_multiple,
+                     parameters=count_parameters(model))
+    return model.eval(), info
 
 
-def load_model(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """Rebuild a model from a file we saved, or a shipped model by name ("default" when `path` is None; a
-    file called like one is reached as ./NAME), in eval mode.
-
-    The model gets `.info` (provenance and figures from the file), `.source` (the path) and
-    `.format_version`."""
-    shipped = path is None or str(path) in SHIPPED_MODELS
-    path = shipped_model_path(str(path or "default")) if shipped else Path(path)
+def resolve_model_path(name: str | os.PathLike | None = None) -> Path:
+    """The file of a shipped model by name ("default" when None; a file called like one is reached as ./NAME),
+    or the path itself."""
+    shipped = name is None or str(name) in SHIPPED_MODELS
+    path = shipped_model_path(str(name or "default")) if shipped else Path(name)
     if not path.exists():
         hint = " (the shipped model is missing from this installation)" if shipped else ""
         raise ModelFileError(path, f"no such model file{hint}")
+    return path
+
+
+def load_model(path: str | os.PathLike | None = None, device: str | torch.device = "cpu"
+               ) -> tuple[Denoiser, ModelInfo]:
+    """Rebuild a model from a file we saved, or a shipped model by name (`resolve_model_path`), in eval mode on
+    `device`, its weights laid out channels-last (faster convolutions, the same results), with what its file
+    says about it."""
+    path = resolve_model_path(path)
     tensors, metadata = _read_file(path)
-    return _rebuild(path, tensors, metadata).to(device)
+    model, info = _rebuild(path, tensors, metadata)
+    return model.to(device, memory_format=torch.channels_last), info
 
 
-def load_checkpoint(path: str | os.PathLike) -> tuple[torch.nn.Module, dict, dict]:
+def load_checkpoint(path: str | os.PathLike) -> tuple[Denoiser, dict, dict]:
     """(model, optimizer state_dict, training state) from a checkpoint written by `save_checkpoint`."""
     path = Path(path)
     tensors, metadata = _read_file(path)
     if "training_state" not in metadata:
         raise ModelFileError(path, "is a model, not a training checkpoint (nothing to resume)")
-    model = _rebuild(path, tensors, metadata).train()
+    model = _rebuild(path, tensors, metadata)[0].train()
     state: dict[int, dict] = {}
     for key, value in tensors.items():
         if key.startswith(_OPTIMIZER_PREFIX):

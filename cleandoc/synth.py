@@ -1,7 +1,8 @@
 """Synthetic training pairs: render clean text pages, corrupt them, and write both.
 
 Real scans come without their clean originals, so training data is made the other way round: a page is
-typeset from random pseudo-English (headings, paragraphs, lists, tables, one or two columns) with the fonts
+typeset from random pseudo-English (headings, paragraphs, lists, tables, one or two columns) and figures (grey
+charts, photographs, hatched drawings, stamps: content that is not text and must survive cleaning) with the fonts
 this machine has, at text sizes true to the dpi, and a corruption model turns it into its "scan". The clean
 page is the exact training target, and every page is reproducible from (seed, page number) alone.
 
@@ -16,6 +17,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
@@ -326,6 +328,114 @@ class _Page:
         flow.skip(self.leading)
         return True
 
+    def figure(self, flow: _Flow) -> bool:
+        """Content that is not text, which a cleaner must keep: a grey bar chart, a photograph, a hatched pen
+        drawing or a stamp, with a caption."""
+        rng = self.rng
+        width = flow.columns[flow.column][1]
+        fig_w = round(width * rng.uniform(0.45, 1.0))
+        fig_h = round(fig_w * rng.uniform(0.4, 0.8))
+        flow.skip(self.leading)
+        band = flow.take(fig_h + 1.6 * self.leading)
+        if band is None:
+            return False
+        x, y, band_width = band
+        x0, y0 = round(x + (band_width - fig_w) * rng.uniform(0, 1)), round(y)
+        kind = rng.integers(4)
+        art = (self._chart, self._photo, self._drawing, self._stamp)[kind](fig_h, fig_w)
+        region = np.asarray(self.canvas.crop((x0, y0, x0 + fig_w, y0 + fig_h)))
+        self.canvas.paste(Image.fromarray(np.maximum(region, art)), (x0, y0))
+        caption = ["Figure", f"{rng.integers(1, 30)}.", *_title(rng, 2, 7).split()]
+        self.text(x0, y0 + fig_h + 0.3 * self.leading, self.leading, caption, _face(self.body_face, "italic",
+                                                                                   self.size * 0.9))
+        flow.skip(0.5 * self.leading)
+        return True
+
+    def _chart(self, height: int, width: int) -> np.ndarray:
+        """Bars in several shades of grey on axes with tick labels."""
+        rng, art = self.rng, Image.new("L", (width, height), 0)
+        draw, line = ImageDraw.Draw(art), self.line_width
+        left, bottom = round(width * 0.1), round(height * 0.88)
+        draw.rectangle((left, 0, left + line - 1, bottom), fill=255)
+        draw.rectangle((left, bottom, width - 1, bottom + line - 1), fill=255)
+        bars = int(rng.integers(3, 9))
+        slot = (width - left) / bars
+        small = _face(self.body_face, "regular", self.size * 0.7)
+        for i in range(bars):
+            top = round(bottom - rng.uniform(0.15, 0.95) * bottom)
+            x0, x1 = round(left + (i + 0.2) * slot), round(left + (i + 0.8) * slot)
+            draw.rectangle((x0, top, x1, bottom - 1), fill=int(rng.integers(40, 200)))
+            if rng.random() < 0.5:
+                draw.rectangle((x0, top, x1, bottom - 1), outline=255, width=line)
+            draw.text(((x0 + x1) / 2, bottom + line), str(i + 1), font=small, fill=255, anchor="mt")
+        return np.asarray(art)
+
+    def _photo(self, height: int, width: int) -> np.ndarray:
+        """A continuous-tone picture: smooth shapes, shading and grain over the full grey range, in a frame."""
+        rng = self.rng
+        tone = np.zeros((height, width), np.float32)
+        for cells, weight in ((3, 1.0), (9, 0.5), (27, 0.25)):
+            coarse = rng.random((cells, cells)).astype(np.float32)
+            tone += weight * cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
+        tone += 0.05 * rng.standard_normal((height, width)).astype(np.float32)
+        low, high = np.percentile(tone, (1, 99))
+        photo = np.clip((tone - low) / max(high - low, 1e-6), 0, 1) * rng.uniform(0.6, 0.95)
+        art = np.rint(photo * 255).astype(np.uint8)
+        frame = self.line_width
+        art[:frame], art[-frame:], art[:, :frame], art[:, -frame:] = 255, 255, 255, 255
+        return art
+
+    def _drawing(self, height: int, width: int) -> np.ndarray:
+        """A pen-and-ink drawing: outlined shapes filled with fine hatching and cross-hatching."""
+        rng, art = self.rng, Image.new("L", (width, height), 0)
+        draw, line = ImageDraw.Draw(art), max(1, self.line_width // 2)
+        spacing = max(3.0, self.pt * rng.uniform(1.2, 3.0))
+        for _ in range(int(rng.integers(2, 6))):
+            cx, cy = rng.uniform(0.15, 0.85) * width, rng.uniform(0.15, 0.85) * height
+            rx, ry = rng.uniform(0.1, 0.35) * width, rng.uniform(0.1, 0.35) * height
+            shape = Image.new("L", (width, height), 0)
+            ImageDraw.Draw(shape).ellipse((cx - rx, cy - ry, cx + rx, cy + ry), fill=255)
+            hatch = Image.new("L", (width, height), 0)
+            hatch_draw = ImageDraw.Draw(hatch)
+            for angle in rng.uniform(0, np.pi, int(rng.integers(1, 3))):
+                dx, dy = np.cos(angle), np.sin(angle)
+                reach = width + height
+                for offset in np.arange(-reach, reach, spacing):
+                    px, py = cx - dy * offset, cy + dx * offset
+                    hatch_draw.line((px - dx * reach, py - dy * reach, px + dx * reach, py + dy * reach),
+                                    fill=int(rng.integers(160, 256)), width=line)
+            art.paste(hatch, (0, 0), shape)
+            draw.ellipse((cx - rx, cy - ry, cx + rx, cy + ry), outline=255, width=self.line_width)
+        return np.asarray(art)
+
+    def _rules(self, height: int, width: int) -> np.ndarray:
+        """The ruling of a table: thin horizontal and vertical lines on a grid."""
+        art = Image.new("L", (width, height), 0)
+        draw, line = ImageDraw.Draw(art), self.line_width
+        for y in np.linspace(0, height - line, int(self.rng.integers(4, 9))):
+            draw.rectangle((0, round(y), width - 1, round(y) + line - 1), fill=255)
+        for x in np.linspace(0, width - line, int(self.rng.integers(3, 6))):
+            draw.rectangle((round(x), 0, round(x) + line - 1, height - 1), fill=255)
+        return np.asarray(art)
+
+    def _stamp(self, height: int, width: int) -> np.ndarray:
+        """A rubber stamp in lighter ink, at an angle: two rings with a word in the middle."""
+        rng = self.rng
+        side = min(height, width)
+        art = Image.new("L", (side, side), 0)
+        draw, level = ImageDraw.Draw(art), int(rng.integers(90, 200))
+        ring = max(2, round(side * 0.03))
+        draw.ellipse((ring, ring, side - ring, side - ring), outline=level, width=ring)
+        draw.ellipse((side * 0.18, side * 0.18, side * 0.82, side * 0.82), outline=level, width=max(1, ring // 2))
+        word = _words(rng, 1)[0].upper()
+        font = _face(self.head_face, "bold", side * 0.5 / max(3, len(word)))
+        draw.text((side / 2, side / 2), word, font=font, fill=level, anchor="mm")
+        art = art.rotate(rng.uniform(-40, 40), resample=Image.BILINEAR)
+        placed = np.zeros((height, width), np.uint8)
+        left = int(rng.integers(0, width - side + 1))
+        placed[:, left:left + side] = np.asarray(art)
+        return placed
+
     def furniture(self, left: float, right: float, top: float, bottom: float) -> None:
         """Running head and page number, in the margins."""
         rng, small = self.rng, self.size * 0.85
@@ -365,10 +475,10 @@ class _Page:
             flow = _Flow([(left, half), (left + half + gutter, half)], top, bottom)
         else:
             flow = _Flow([(left, right - left)], top, bottom)
-        blocks = [self.paragraph, self.heading, self.listing, self.table]
+        blocks = [self.paragraph, self.heading, self.listing, self.table, self.figure]
         previous = self.heading
         while True:
-            block = blocks[rng.choice(4, p=[0.65, 0.13, 0.12, 0.10])]
+            block = blocks[rng.choice(5, p=[0.6, 0.13, 0.11, 0.09, 0.07])]
             if block == previous == self.heading:
                 continue
             if not block(flow):
@@ -376,14 +486,40 @@ class _Page:
             previous = block
 
 
+def _shaded(page: _Page, rng: np.random.Generator) -> np.ndarray:
+    """The page's ink coverage as a float page, with a random ink tone (black to dark grey)."""
+    ink = rng.uniform(0.0, 0.15)
+    shade = (1 - np.arange(256, dtype=np.float32) * np.float32((1 - ink) / 255))
+    return shade[np.asarray(page.canvas)]
+
+
 def render_page(rng: np.random.Generator, dpi: int = 300, size_mm: tuple[float, float] = (210, 297)) -> np.ndarray:
     """A clean page (float32 H x W in [0, 1], 1 = white) with a plausible layout and text sizes true to the dpi,
     typeset from the generator's draws alone: same generator state and dpi, same page."""
     page = _Page(rng, dpi, size_mm)
     page.compose()
-    ink = rng.uniform(0.0, 0.15)
-    shade = (1 - np.arange(256, dtype=np.float32) * np.float32((1 - ink) / 255))
-    return shade[np.asarray(page.canvas)]
+    return _shaded(page, rng)
+
+
+FIGURE_KINDS = ("chart", "photo", "drawing", "stamp", "rules")
+
+
+def render_figures(rng: np.random.Generator, dpi: int = 100, size_mm: tuple[float, float] = (148, 210)
+                   ) -> tuple[np.ndarray, dict[str, tuple[slice, slice]]]:
+    """A clean page holding one of each kind of content that is not text (FIGURE_KINDS: a grey bar chart, a
+    photograph, a hatched drawing, a stamp, a ruled table without text), and where each one is: what a cleaner
+    is checked on for keeping figures."""
+    page = _Page(rng, dpi, size_mm)
+    margin = round(10 * page.mm)
+    cell_w, cell_h = (page.width - 3 * margin) // 2, (page.height - 4 * margin) // 3
+    regions = {}
+    for index, kind in enumerate(FIGURE_KINDS):
+        row, column = divmod(index, 2)
+        y0, x0 = margin + row * (cell_h + margin), margin + column * (cell_w + margin)
+        art = page._rules(cell_h, cell_w) if kind == "rules" else getattr(page, f"_{kind}")(cell_h, cell_w)
+        page.canvas.paste(Image.fromarray(art), (x0, y0))
+        regions[kind] = (slice(y0, y0 + cell_h), slice(x0, x0 + cell_w))
+    return _shaded(page, rng), regions
 
 
 def synth_pages(out: Path, pages: int, dpi: int = 300, seed: int = 0,

@@ -7,7 +7,7 @@ import contextlib
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -15,33 +15,24 @@ import torch
 from torch.nn import functional as F
 
 from . import __version__
-from .data import PatchSampler, find_pairs, load_pairs, page_groups, split_by_group
-from .metrics import squared_error
+from .api import Cleaner
+from .data import (
+    PageSet,
+    PatchSampler,
+    Source,
+    find_pages,
+    find_pairs,
+    load_source_pages,
+    page_groups,
+    split_by_group,
+)
+from .evaluate import pooled_rmse
+from .imageio import to_uint8, to_unit_float
 from .models import build_model, count_parameters
 from .noise import NoiseBank, make_corruptor, parse_recipe
+from .options import LOSSES, TrainOptions
+from .runtime import cpu_has_native_bf16, pick_device
 from .store import load_checkpoint, load_model, save_checkpoint, save_model
-from .tiling import pick_device, run_whole
-
-LOSSES = ("mse", "l1", "bce")
-
-
-@dataclass
-class TrainOptions:
-    model: dict = field(default_factory=lambda: {"arch": "unet", "widths": [32, 64, 128], "unshuffle": 2, "convs": 2})
-    epochs: int = 40
-    patch_size: int = 128
-    max_scale: float = 1.0  # half the patches are rescaled by up to this factor, up or down (1: never)
-    patches_per_epoch: int = 2048
-    batch_size: int = 16
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    loss: str = "mse"
-    patience: int = 10  # epochs without a better validation RMSE before stopping early; 0 never stops
-    seed: int = 0
-    noise: list[str] = field(default_factory=list)  # corruption recipe for synthetic pairs, e.g. ["gaussian:0.1"]
-    synthetic_fraction: float = 0.0  # share of patches corrupted on the fly from clean targets
-    contractive: float = 0.0  # weight of the contractive penalty on the encoder
-    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
 
 
 class TrainingError(Exception):
@@ -53,20 +44,20 @@ def checkpoint_path(out: Path) -> Path:
     return out.with_name(out.name.removesuffix(".safetensors") + ".ckpt.safetensors")
 
 
-def pooled_rmse(model: torch.nn.Module, pages: list[tuple[np.ndarray, np.ndarray]], device: torch.device) -> float:
-    """RMSE over every pixel of every page (the Kaggle metric)."""
-    model.eval()
-    squared = sum(squared_error(run_whole(model, dirty, device), clean) for dirty, clean in pages)
-    return math.sqrt(squared / sum(clean.size for _, clean in pages))
-
-
-def _loss(model: torch.nn.Module, dirty: torch.Tensor, clean: torch.Tensor, kind: str) -> torch.Tensor:
+def _loss(model: torch.nn.Module, dirty: torch.Tensor, clean: torch.Tensor, kind: str,
+          ink_weight: float = 1.0) -> torch.Tensor:
+    """The reconstruction loss, each target ink pixel (darker than half) counting `ink_weight` times."""
     logits = model.logits(dirty).float()
     if kind == "bce":
-        return F.binary_cross_entropy_with_logits(logits, clean)
-    if kind == "l1":
-        return F.l1_loss(torch.sigmoid(logits), clean)
-    return F.mse_loss(torch.sigmoid(logits), clean)
+        errors = F.binary_cross_entropy_with_logits(logits, clean, reduction="none")
+    elif kind == "l1":
+        errors = (torch.sigmoid(logits) - clean).abs()
+    else:
+        errors = (torch.sigmoid(logits) - clean).square()
+    if ink_weight == 1:
+        return errors.mean()
+    weights = torch.where(clean < 0.5, ink_weight, 1.0)
+    return (errors * weights).sum() / weights.sum()
 
 
 def contractive_penalty(model: torch.nn.Module, x: torch.Tensor, step: float = 1e-2) -> torch.Tensor:
@@ -83,7 +74,10 @@ def _corruptor(noise: list[str], real_pages: list[tuple[np.ndarray, np.ndarray]]
     """The corruption process of a noise recipe; real-noise transfer takes its layers from `real_pages`."""
     try:
         recipe = parse_recipe(noise)
-        bank = NoiseBank.from_pairs(real_pages) if any(name == "transfer" for name, _ in recipe) else None
+        transfer = any(name == "transfer" for name, _ in recipe)
+        if transfer and not real_pages:
+            raise ValueError("the 'transfer' noise needs real pairs to take noise layers from")
+        bank = NoiseBank.from_pairs([(to_unit_float(d), to_unit_float(c)) for d, c in real_pages]) if transfer else None
         return make_corruptor(recipe, bank)
     except ValueError as exc:
         raise TrainingError(str(exc)) from None
@@ -106,14 +100,17 @@ def _learning_rate(options: TrainOptions, step: int, total: int) -> float:
     return options.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def train(train_pages: list[tuple[np.ndarray, np.ndarray]], val_pages: list[tuple[np.ndarray, np.ndarray]],
-          out: str | Path, options: TrainOptions, *, init: str | Path | None = None, resume: bool = False,
-          device: str = "auto", provenance: dict | None = None,
+def train(train_sets: list[PageSet] | list[tuple[np.ndarray, np.ndarray]],
+          val_pages: list[tuple[np.ndarray, np.ndarray]], out: str | Path, options: TrainOptions, *,
+          init: str | Path | None = None, resume: bool = False, device: str = "auto", provenance: dict | None = None,
           on_progress: Callable[[dict], None] | None = None) -> dict:
     """Train and write the best model (by validation RMSE) to `out`; return the final training state.
 
+    train_sets: one PageSet per source (or a plain list of (dirty, clean) pages: one source).
     on_progress receives {"event": "step", ...} after each step and {"event": "epoch", ...} after each epoch.
     """
+    if train_sets and not isinstance(train_sets[0], PageSet):
+        train_sets = [PageSet(list(train_sets))]
     out = Path(out)
     ckpt = checkpoint_path(out)
     dev = pick_device(device)
@@ -127,27 +124,32 @@ def train(train_pages: list[tuple[np.ndarray, np.ndarray]], val_pages: list[tupl
     else:
         torch.manual_seed(options.seed)
         try:
-            model = load_model(init) if init else build_model(options.model)
+            model = load_model(init)[0] if init else build_model(options.model)
         except ValueError as exc:
             raise TrainingError(str(exc)) from None
-        options.model = model.config
+        options = replace(options, model=model.config)
         state = {"epoch": 0, "step": 0, "best_rmse": None, "best_epoch": 0, "history": [],
                  "options": asdict(options)}
         optimizer_state = None
-    model = model.to(dev).train()
+    model = model.to(dev, memory_format=torch.channels_last).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=options.weight_decay)
     if optimizer_state:
         optimizer.load_state_dict(optimizer_state)
-    corruptor = _corruptor(options.noise, train_pages) if options.noise else None
-    sampler = PatchSampler(train_pages, options.patch_size, max_scale=options.max_scale, synthesize=corruptor,
-                           synthetic_fraction=options.synthetic_fraction)
+    real_pages = [page for page_set in train_sets if not page_set.synthetic_only for page in page_set.pages]
+    corruptor = _corruptor(options.noise, real_pages) if options.noise else None
+    try:
+        sampler = PatchSampler(train_sets, options.patch_size, max_scale=options.max_scale, synthesize=corruptor,
+                               synthetic_fraction=options.synthetic_fraction)
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from None
     steps_per_epoch = max(1, options.patches_per_epoch // options.batch_size)
     total_steps = steps_per_epoch * options.epochs
-    amp = dev.type == "cuda" and options.amp
-    precision = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if amp else contextlib.nullcontext
+    amp = options.amp and (dev.type == "cuda" or cpu_has_native_bf16())
+    precision = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if amp else contextlib.nullcontext
     torch.backends.cudnn.benchmark = dev.type == "cuda"  # patches have one fixed shape: let cuDNN pick its kernels
     base_info = {"trained_by": f"cleandoc {__version__}", "parameters": count_parameters(model),
-                 "train_pages": len(train_pages), "val_pages": len(val_pages), **(provenance or {})}
+                 "train_pages": sum(len(page_set.pages) for page_set in train_sets), "val_pages": len(val_pages),
+                 **(provenance or {})}
     if init and not resume:
         state.setdefault("init", str(init))
     if state.get("init"):
@@ -165,7 +167,7 @@ def train(train_pages: list[tuple[np.ndarray, np.ndarray]], val_pages: list[tupl
             for group in optimizer.param_groups:
                 group["lr"] = _learning_rate(options, state["step"], total_steps)
             with precision():
-                loss = _loss(model, dirty, clean, options.loss)
+                loss = _loss(model, dirty, clean, options.loss, options.ink_weight)
                 if options.contractive:
                     loss = loss + options.contractive * contractive_penalty(model, dirty)
             if not torch.isfinite(loss):
@@ -180,7 +182,7 @@ def train(train_pages: list[tuple[np.ndarray, np.ndarray]], val_pages: list[tupl
             if on_progress:
                 on_progress({"event": "step", "epoch": epoch, "epochs": options.epochs, "step": step + 1,
                              "steps": steps_per_epoch, "loss": losses[-1]})
-        val_rmse = pooled_rmse(model, val_pages, dev) if val_pages else None
+        val_rmse = pooled_rmse(Cleaner(model, device=dev), val_pages) if val_pages else None
         improved = val_rmse is None or state["best_rmse"] is None or val_rmse < state["best_rmse"]
         if improved:
             state["best_rmse"], state["best_epoch"] = val_rmse, epoch
@@ -206,46 +208,56 @@ def train(train_pages: list[tuple[np.ndarray, np.ndarray]], val_pages: list[tupl
     return state
 
 
-def train_from_folders(dirty_dir: str | Path | None, clean_dir: str | Path, out: str | Path, options: TrainOptions, *,
-                       val_fraction: float = 0.2, val_dirty: str | Path | None = None,
-                       val_clean: str | Path | None = None, on_progress: Callable[[dict], None] | None = None,
-                       **train_kwargs) -> dict:
-    """Pair, read and split the folders (by page group, or an explicit validation set), then `train`.
-
-    Without `dirty_dir` the model learns from clean pages alone: every training patch is corrupted on the fly
-    by the noise recipe (a random document degradation by default), and the validation pages are corrupted
-    once, with a fixed seed, so that epochs are comparable."""
-    clean_only = dirty_dir is None
-    if clean_only:
-        options.noise = options.noise or ["random"]
-        options.synthetic_fraction = 1.0
-        if any(spec.partition(":")[0].strip() == "transfer" for spec in options.noise):
-            raise TrainingError("the 'transfer' noise needs real pairs: give --dirty too")
-    elif not options.noise:
-        options.synthetic_fraction = 0.0
-    pages = load_pairs(find_pairs(clean_dir if clean_only else dirty_dir, clean_dir))
+def _source_pages(source: Source, val_fraction: float, sealed_fraction: float, seed: int
+                  ) -> tuple[list, list[int], object]:
+    """A source's pages (8-bit), their page groups and their split."""
+    pairs = find_pairs(source.dirty, source.clean) if source.dirty else find_pages(source.clean)
+    pages = load_source_pages(pairs)
     groups = page_groups([clean for _, clean in pages])
-    if val_dirty or val_clean:
-        if not (val_dirty and val_clean):
-            raise TrainingError("give both --val-dirty and --val-clean, or neither")
-        train_pages, val_pages = pages, load_pairs(find_pairs(val_dirty, val_clean))
-        split = {"validation": f"{val_dirty} + {val_clean}"}
-    else:
-        train_idx, val_idx = split_by_group(groups, val_fraction, options.seed)
-        train_pages, val_pages = [pages[i] for i in train_idx], [pages[i] for i in val_idx]
-        split = {"validation": f"page-group split, fraction {val_fraction}, seed {options.seed}",
-                 "val_fraction": val_fraction,
-                 "val_groups": len({groups[i] for i in val_idx}), "train_groups": len({groups[i] for i in train_idx})}
-    if clean_only and not (val_dirty or val_clean):
-        corrupt = _corruptor(options.noise, [])
-        val_pages = [(corrupt(clean, np.random.default_rng([options.seed, 7, i])), clean)
-                     for i, (_, clean) in enumerate(val_pages)]
-        split["validation"] += ", corrupted once by the noise recipe"
+    split = split_by_group(groups, val_fraction if source.val is None else source.val, seed,
+                           sealed_fraction if source.sealed is None else source.sealed)
+    return pages, groups, split
+
+
+def train_from_sources(sources: list[Source], out: str | Path, options: TrainOptions, *,
+                       val_sources: list[Source] = (), on_progress: Callable[[dict], None] | None = None,
+                       **train_kwargs) -> dict:
+    """Read every source, split each by page group (its own fractions, or the options' `val_fraction` and
+    `sealed_fraction`), add the `val_sources` whole to validation, then `train`. The file records each source and
+    its split, so that its validation and sealed pages can be found again (`data.held_out_pairs`).
+
+    A source of clean pages alone has every training patch corrupted on the fly by the noise recipe (a random
+    document degradation when none is given), and its validation pages are corrupted once, with a fixed seed,
+    so that epochs are comparable."""
+    if not sources:
+        raise TrainingError("no training sources: give --pairs DIRTY:CLEAN or --pages CLEAN")
+    if not options.noise and any(source.dirty is None for source in sources):
+        options = replace(options, noise=["random"])
+    train_sets, val_pages, recorded = [], [], []
+    synthetic_val: list[np.ndarray] = []
+    for source in sources:
+        pages, groups, split = _source_pages(source, options.val_fraction, options.sealed_fraction, options.seed)
+        train_sets.append(PageSet([pages[i] for i in split.train], source.weight, source.dirty is None))
+        if source.dirty is None:
+            synthetic_val += [pages[i][1] for i in split.val]
+        else:
+            val_pages += [pages[i] for i in split.val]
+        recorded.append({**source.describe(), "pages": len(pages), "page_groups": len(set(groups)),
+                         "train_pages": len(split.train), "val_pages": len(split.val),
+                         "sealed_pages": len(split.sealed)})
+    if synthetic_val:
+        corrupt = _corruptor(options.noise, [p for s in train_sets if not s.synthetic_only for p in s.pages])
+        val_pages += [(to_uint8(corrupt(to_unit_float(clean), np.random.default_rng([options.seed, 7, i]))),
+                       clean) for i, clean in enumerate(synthetic_val)]
+    for source in val_sources:
+        pages, _, _ = _source_pages(source, 0.0, 0.0, options.seed)
+        val_pages += pages
+        recorded.append({**source.describe(), "pages": len(pages), "use": "validation"})
+    data = {"sources": recorded, "seed": options.seed, "val_fraction": options.val_fraction,
+            "sealed_fraction": options.sealed_fraction}
     if on_progress:
-        on_progress({"event": "data", "train_pages": len(train_pages), "val_pages": len(val_pages), **split})
-    provenance = {"data": {"dirty": str(dirty_dir) if dirty_dir else "none (clean pages corrupted by the noise "
-                           "recipe)", "clean": str(clean_dir), "pairs": len(pages), "page_groups": len(set(groups)),
-                           **split}}
-    provenance.update(train_kwargs.pop("provenance", None) or {})
-    return train(train_pages, val_pages, out, options, provenance=provenance, on_progress=on_progress,
+        on_progress({"event": "data", "train_pages": sum(len(s.pages) for s in train_sets),
+                     "val_pages": len(val_pages), "sources": recorded})
+    provenance = {"data": data, **(train_kwargs.pop("provenance", None) or {})}
+    return train(train_sets, val_pages, out, options, provenance=provenance, on_progress=on_progress,
                  **train_kwargs)

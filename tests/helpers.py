@@ -10,7 +10,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 from typer.testing import CliRunner
 
 from cleandoc.cli import app
@@ -53,8 +52,7 @@ def console_script() -> str:
     if candidate.exists():
         return str(candidate)
     found = shutil.which("cleandoc")
-    if found is None:
-        pytest.skip("the cleandoc console script is not installed")
+    assert found, "the cleandoc console script is not installed: pip install -e . first"
     return found
 
 

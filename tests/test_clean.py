@@ -12,11 +12,12 @@ import torch
 from helpers import page_pixels, write_image
 
 from cleandoc import clean as clean_module
-from cleandoc.clean import CleanOptions, clean_pages
+from cleandoc import runtime
+from cleandoc.api import Cleaner
 from cleandoc.files import Job
 from cleandoc.imageio import read_gray
 from cleandoc.models import build_model
-from cleandoc.tiling import run
+from cleandoc.options import CleanOptions
 
 CPU = torch.device("cpu")
 
@@ -50,7 +51,7 @@ def folder_of_pages(tmp_path):
 
 
 def expected_page(model, source) -> np.ndarray:
-    return run(model, read_gray(source), tile=32, batch_size=2, out_dtype=np.uint8)
+    return Cleaner(model, tile=32, batch_size=2).run(read_gray(source))
 
 
 def test_the_default_is_one_worker_per_core_the_process_may_use_even_past_eight(model, folder_of_pages,
@@ -64,18 +65,18 @@ def test_the_default_is_one_worker_per_core_the_process_may_use_even_past_eight(
             pools.append(workers)
             super().__init__(workers, **options)
 
-    monkeypatch.setattr(clean_module.os, "sched_getaffinity", lambda pid: set(range(12)), raising=False)
-    monkeypatch.setattr(clean_module.os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: set(range(12)), raising=False)
+    monkeypatch.setattr(runtime.os, "cpu_count", lambda: 64)
     monkeypatch.setattr(clean_module, "ThreadPoolExecutor", RecordingPool)
-    summary = clean_pages(folder_of_pages[:2], model, CleanOptions(tile=32), CPU)
+    summary = Cleaner(model, tile=32).clean_files(folder_of_pages[:2])
     assert pools == [12] and summary.count("cleaned") == 2
 
 
 @pytest.mark.parametrize("workers", [1, 2, 5])
 def test_pipeline_gives_the_pages_of_a_plain_loop_in_job_order(model, folder_of_pages, workers):
     reported = []
-    summary = clean_pages(folder_of_pages, model, CleanOptions(tile=32, batch_size=2, workers=workers), CPU,
-                          on_page=reported.append)
+    summary = Cleaner(model, tile=32, batch_size=2).clean_files(folder_of_pages, CleanOptions(workers=workers),
+                                                               on_page=reported.append)
     assert [r.job for r in summary.results] == folder_of_pages == [r.job for r in reported]
     statuses = [r.status for r in summary.results]
     assert statuses == ["cleaned", "cleaned", "failed", "cleaned", "cleaned", "cleaned", "cleaned", "skipped",
@@ -93,7 +94,7 @@ def test_pipeline_gives_the_pages_of_a_plain_loop_in_job_order(model, folder_of_
 def test_inputs_are_not_modified(model, folder_of_pages):
     """The 8-bit page is cleaned in its own buffer: that buffer must be ours, never the caller's file."""
     before = {job.source: job.source.read_bytes() for job in folder_of_pages}
-    clean_pages(folder_of_pages, model, CleanOptions(tile=32, overwrite=True), CPU)
+    Cleaner(model, tile=32).clean_files(folder_of_pages, CleanOptions(overwrite=True))
     assert {job.source: job.source.read_bytes() for job in folder_of_pages} == before
 
 
@@ -109,8 +110,8 @@ def count_live_pages(monkeypatch) -> dict:
             state["most"] = max(state["most"], state["live"])
         return read_gray(path, max_pixels)
 
-    def counting_write(path, page):
-        write_page(path, page)
+    def counting_write(path, page, binary=False):
+        write_page(path, page, binary)
         with lock:
             state["live"] -= 1
 
@@ -123,7 +124,7 @@ def test_read_ahead_overlaps_pages_within_the_memory_budget(model, tmp_path, mon
     jobs = [Job(write_image(tmp_path / f"in{i}.png", page_pixels(300, 300, seed=i)), tmp_path / "out" / f"{i}.png")
             for i in range(12)]
     state = count_live_pages(monkeypatch)
-    clean_pages(jobs, model, CleanOptions(tile=64, workers=4), CPU)
+    Cleaner(model, tile=64).clean_files(jobs, CleanOptions(workers=4))
     assert 1 < state["most"] <= 5  # 4 decoding ahead, one under the model
 
 
@@ -134,6 +135,6 @@ def test_pages_over_the_memory_budget_go_one_at_a_time(model, tmp_path, monkeypa
             for i in range(6)]
     monkeypatch.setattr(clean_module, "PIPELINE_MEMORY", 300 * 300 - 1)
     state = count_live_pages(monkeypatch)
-    summary = clean_pages(jobs, model, CleanOptions(tile=64, workers=4), CPU)
+    summary = Cleaner(model, tile=64).clean_files(jobs, CleanOptions(workers=4))
     assert state["most"] == 1
     assert summary.count("cleaned") == 6

@@ -23,10 +23,10 @@ from helpers import cli, console_script, digests, page_pixels, write_image
 
 import cleandoc
 from cleandoc import imageio
+from cleandoc.api import Cleaner
 from cleandoc.files import parse_shard, plan_jobs
 from cleandoc.imageio import read_page
 from cleandoc.store import load_model
-from cleandoc.tiling import run
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -102,7 +102,7 @@ def test_every_input_encoding_is_cleaned_at_its_size_as_8bit_gray_png(tmp_path, 
     assert result.exit_code == 0, result.output
     assert f"{len(ENCODINGS)} cleaned, 0 skipped, 0 failed" in result.stderr
     assert digests(src) == before
-    model = load_model(tiny_model_path)
+    model, _ = load_model(tiny_model_path)
     assert sorted(p.name for p in out.iterdir()) == sorted(Path(name).stem + ".png" for name, *_ in ENCODINGS)
     for name, (height, width), _, _ in ENCODINGS:
         output = out / (Path(name).stem + ".png")
@@ -110,7 +110,7 @@ def test_every_input_encoding_is_cleaned_at_its_size_as_8bit_gray_png(tmp_path, 
         written = cv2.imread(str(output), cv2.IMREAD_UNCHANGED)
         assert written.dtype == np.uint8 and written.shape == (height, width), name
         # The page that was cleaned is the decoded input (right scaling for 16-bit, alpha, colour).
-        expected = np.rint(run(model, read_page(src / name)) * 255)
+        expected = np.rint(Cleaner(model).run(read_page(src / name), out_dtype=np.float32) * 255)
         assert np.abs(written.astype(np.float64) - expected).max() <= 1, name
 
 
@@ -126,7 +126,7 @@ def test_output_format_option(tmp_path, tiny_model_path, fmt):
 
 
 def test_precision_option_and_its_automatic_choice(tmp_path, tiny_model_path, monkeypatch):
-    from cleandoc import tiling
+    from cleandoc import runtime
 
     src = write_image(tmp_path / "page.png", page_pixels(64, 96))
     outputs = {}
@@ -136,7 +136,7 @@ def test_precision_option_and_its_automatic_choice(tmp_path, tiny_model_path, mo
         outputs[precision] = cv2.imread(str(tmp_path / precision / "page.png"), cv2.IMREAD_UNCHANGED).astype(int)
     assert 0 < np.abs(outputs["bf16"] - outputs["fp32"]).max() <= 8  # really bf16, and close
     for native, same_as in ((True, "bf16"), (False, "fp32")):
-        monkeypatch.setattr(tiling, "cpu_has_native_bf16", lambda native=native: native)
+        monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda native=native: native)
         assert clean_cli([src], tmp_path / f"auto-{native}", tiny_model_path).exit_code == 0
         auto = cv2.imread(str(tmp_path / f"auto-{native}" / "page.png"), cv2.IMREAD_UNCHANGED).astype(int)
         assert np.array_equal(auto, outputs[same_as]), native
@@ -429,9 +429,71 @@ def test_console_script_end_to_end(tmp_path, tiny_model_path):
 
 
 def test_python_dash_m_version():
-    if not (Path(cleandoc.__file__).parent / "__main__.py").exists():
-        pytest.skip("cleandoc/__main__.py does not exist")
     process = subprocess.run([sys.executable, "-m", "cleandoc", "--version"], capture_output=True, text=True,
                              timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert process.returncode == 0, process.stderr
     assert process.stdout.strip() == f"cleandoc {cleandoc.__version__}"
+
+
+# --- one file, pipes, the summary and threads ------------------------------------------------------------
+
+
+def test_one_file_to_one_file_when_the_output_names_an_image(tmp_path, tiny_model_path):
+    src = write_image(tmp_path / "page.jpg", page_pixels(40, 60))
+    result = clean_cli([src], tmp_path / "page-clean.png", tiny_model_path)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["page-clean.png", "page.jpg"]
+    assert png_ihdr(tmp_path / "page-clean.png")[:2] == (60, 40)
+    tif = clean_cli([src], tmp_path / "out" / "page.tif", tiny_model_path)  # the extension sets the format
+    assert tif.exit_code == 0 and (tmp_path / "out" / "page.tif").read_bytes()[:4] in (b"II*\0", b"MM\0*")
+    same = clean_cli([src], src, tiny_model_path)
+    assert same.exit_code == 2 and "overwrite the input" in same.stderr
+
+
+def test_a_page_piped_through_stdin_and_stdout(tmp_path, tiny_model_path):
+    src = write_image(tmp_path / "page.png", page_pixels(40, 60))
+    process = subprocess.run([console_script(), "clean", "-", "-o", "-", "--model", str(tiny_model_path), "-q"],
+                             input=src.read_bytes(), capture_output=True, timeout=120,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert process.returncode == 0, process.stderr
+    assert process.stdout.startswith(PNG_SIGNATURE) and process.stderr == b""
+    piped = cv2.imdecode(np.frombuffer(process.stdout, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert clean_cli([src], tmp_path / "file.png", tiny_model_path, "--precision", "auto").exit_code == 0
+    np.testing.assert_array_equal(piped, cv2.imread(str(tmp_path / "file.png"), cv2.IMREAD_UNCHANGED))
+    bad = subprocess.run([console_script(), "clean", "-", "-o", "-", "--model", str(tiny_model_path)],
+                         input=b"not an image", capture_output=True, timeout=120)
+    assert bad.returncode == 1 and bad.stdout == b"" and b"not an image" in bad.stderr
+    mixed = clean_cli(["-", src], tmp_path / "out", tiny_model_path)
+    assert mixed.exit_code == 2 and "standard input" in mixed.stderr
+
+
+def test_json_summary_has_every_page_with_status_seconds_and_warnings(tmp_path, tiny_model_path):
+    import json
+
+    write_image(tmp_path / "in" / "a.png", page_pixels(40, 60))
+    (tmp_path / "in" / "b.png").write_bytes(b"garbage")
+    result = clean_cli([tmp_path / "in", tmp_path / "missing.png"], tmp_path / "out", tiny_model_path, "--json",
+                       tmp_path / "summary.json")
+    assert result.exit_code == 1
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert (summary["cleaned"], summary["skipped"], summary["failed"], summary["warned"]) == (1, 0, 2, 0)
+    pages = {Path(p["input"]).name: p for p in summary["pages"]}
+    assert pages["a.png"]["status"] == "cleaned" and pages["a.png"]["seconds"] > 0
+    assert pages["a.png"]["warnings"] == [] and pages["a.png"]["output"] == str(tmp_path / "out" / "a.png")
+    assert pages["b.png"]["status"] == "failed" and "not an image" in pages["b.png"]["reason"]
+    assert pages["missing.png"]["reason"] == "no such file or folder"
+
+
+def test_threads_option_sets_the_model_threads(tmp_path, tiny_model_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    src = write_image(tmp_path / "page.png", page_pixels(30, 30))
+    assert clean_cli([src], tmp_path / "out", tiny_model_path, "--threads", "3").exit_code == 0
+    assert calls == [3]
+    assert clean_cli([src], tmp_path / "out2", tiny_model_path, "--threads", "0").exit_code == 2
+
+
+def test_exit_codes_are_documented_in_the_help():
+    result = cli("clean", "--help")
+    text = " ".join(result.stdout.split())
+    assert "Exit status: 0" in text and "1 when a page failed" in text and "130 when interrupted" in text

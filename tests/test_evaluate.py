@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from cleandoc.api import Cleaner
 from cleandoc.cli import app
 from cleandoc.data import find_pairs
 from cleandoc.evaluate import evaluate
 from cleandoc.metrics import psnr, rmse, ssim
-from cleandoc.store import load_model
-from cleandoc.tiling import pick_device, run
+from cleandoc.tiling import run_whole
 
 
 def test_rmse_and_psnr_by_hand():
@@ -50,18 +50,18 @@ def pairs_dir(tmp_path):
 
 
 def test_evaluate_pools_rmse_over_every_pixel_like_a_hand_computation(pairs_dir, tiny_model_path):
-    model = load_model(tiny_model_path)
+    cleaner = Cleaner.load(tiny_model_path, device="cpu", precision="fp32")
     pairs = find_pairs(pairs_dir / "dirty", pairs_dir / "clean")
-    report, worst = evaluate(pairs, model, pick_device("cpu"), worst=2)
+    report, worst = evaluate(pairs, cleaner, worst=2)
     squared, squared_input, count = 0.0, 0.0, 0
     for pair in pairs:
         dirty = cv2.imread(str(pair.dirty), cv2.IMREAD_GRAYSCALE) / 255.0
         clean = cv2.imread(str(pair.clean), cv2.IMREAD_GRAYSCALE) / 255.0
-        cleaned = run(model, dirty.astype(np.float32)).astype(np.float64)
+        cleaned = np.rint(run_whole(cleaner.model, dirty.astype(np.float32)) * 255) / 255  # as clean writes it
         squared += ((cleaned - clean) ** 2).sum()
         squared_input += ((dirty - clean) ** 2).sum()
         count += clean.size
-    assert report.rmse == pytest.approx(math.sqrt(squared / count), rel=1e-6)
+    assert report.rmse == pytest.approx(math.sqrt(squared / count), rel=1e-4)
     assert report.input_rmse == pytest.approx(math.sqrt(squared_input / count), rel=1e-6)
     assert [p.name for p in report.pages] == ["a", "b", "c"]
     assert len(worst) == 2 and worst[0][0].rmse >= worst[1][0].rmse >= min(p.rmse for p in report.pages)

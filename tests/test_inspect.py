@@ -39,8 +39,8 @@ def _saved(tmp_path, config: dict, info: dict | None, seed: int = 0):
 
 
 def test_card_shows_the_training_record(tmp_path):
-    model = _saved(tmp_path, {"arch": "unet", "widths": [8, 16], "unshuffle": 2, "convs": 1}, RICH_INFO)
-    card = dict(model_card(model))
+    card = dict(model_card(*_saved(tmp_path, {"arch": "unet", "widths": [8, 16], "unshuffle": 2, "convs": 1},
+                                   RICH_INFO)))
     assert card["file"] == str(tmp_path / "model.safetensors")
     assert card["format version"] == "1"
     assert card["architecture"].startswith("unet: widths 8-16")
@@ -59,13 +59,13 @@ def test_card_shows_a_noise_recipe_wherever_it_is_stored(tmp_path):
     recipe = {"stains": 0.5, "blur": [1, 2]}
     in_options = {**RICH_INFO, "options": {**RICH_INFO["options"], "noise": recipe}}
     config = {"arch": "dae", "widths": [4], "convs": 1}
-    assert dict(model_card(_saved(tmp_path, config, in_options)))["noise recipe"] == "stains 0.5000, blur 1, 2"
-    assert dict(model_card(_saved(tmp_path, config, {"noise": "salt and pepper"})))["noise recipe"] == "salt and pepper"
+    assert dict(model_card(*_saved(tmp_path, config, in_options)))["noise recipe"] == "stains 0.5000, blur 1, 2"
+    assert dict(model_card(*_saved(tmp_path, config, {"noise": "salt and pepper"})))["noise recipe"] == \
+        "salt and pepper"
 
 
 def test_card_of_a_model_without_info(tiny_model_path):
-    model = load_model(tiny_model_path)
-    model.info = {}
+    model, _ = load_model(tiny_model_path)
     card = dict(model_card(model))
     assert card["architecture"] == "unet: widths 8-16, pixel-unshuffle ×2 stem, 1 conv per block"
     assert card["parameters"] == f"{sum(p.numel() for p in model.parameters()):,}"
@@ -81,7 +81,7 @@ def test_card_of_a_model_without_info(tiny_model_path):
 ])
 def test_card_describes_per_pixel_filters(tmp_path, kernel, described):
     config = {"arch": "unet", "widths": [4, 8], "unshuffle": 2, "convs": 1, "kernel": kernel}
-    card = dict(model_card(_saved(tmp_path, config, {})))
+    card = dict(model_card(*_saved(tmp_path, config, {})))
     assert card["architecture"] == f"unet: widths 4-8, pixel-unshuffle ×2 stem, 1 conv per block, {described}"
 
 
@@ -136,7 +136,7 @@ def test_picture_has_one_cell_per_unit(tmp_path, units):
 
 def test_picture_refuses_cells_smaller_than_a_patch(tmp_path, tiny_model_path):
     with pytest.raises(ValueError, match="at least the patch size"):
-        filters_picture(load_model(tiny_model_path), tmp_path / "f.png", cell=4)
+        filters_picture(load_model(tiny_model_path)[0], tmp_path / "f.png", cell=4)
 
 
 def test_inspect_command_prints_the_card_and_draws_filters(tiny_model_path, tmp_path):

@@ -9,7 +9,13 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from cleandoc.models import ARCHITECTURES, INPUT_SKIP_GAIN, build_model, count_parameters, multiply_adds_per_pixel
+from cleandoc.models import (
+    ARCHITECTURES,
+    INPUT_SKIP_GAIN,
+    build_model,
+    count_parameters,
+    multiply_adds_per_pixel,
+)
 from cleandoc.store import SHIPPED_MODELS, load_model
 
 
@@ -236,7 +242,7 @@ class PeakLiveMemory(TorchDispatchMode):
         return out
 
 
-SHIPPED_CONFIGS = [load_model(name).config for name in SHIPPED_MODELS]  # read from the files, so they cannot drift
+SHIPPED_CONFIGS = [load_model(name)[1].config for name in SHIPPED_MODELS]  # read from the files, so they cannot drift
 
 
 @pytest.mark.parametrize("config", RF_CONFIGS + SHIPPED_CONFIGS)
@@ -257,8 +263,8 @@ def test_features_per_pixel_of_the_shipped_architectures():
     """Worked by hand: the default model peaks in its finest decoder block (input and cells 2, skips 12 + 6, the
     upsampled level 6, the concatenation 24, two convolution outputs 24); the fast model there too (input and
     cells 2, skips 2 + 1 + 0.5 + 0.25, the upsampled level 1, the concatenation 4, one convolution output 2)."""
-    assert load_model("default").features_per_pixel == 74
-    assert load_model("fast").features_per_pixel == 12.75
+    assert load_model("default")[0].features_per_pixel == 74
+    assert load_model("fast")[0].features_per_pixel == 12.75
 
 
 @pytest.mark.parametrize(("config", "expected"), [

@@ -24,9 +24,9 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from cleandoc import imageio
+from cleandoc.api import Cleaner
 from cleandoc.imageio import PageError, read_page
 from cleandoc.store import load_checkpoint, load_model
-from cleandoc.tiling import run
 from cleandoc.train import checkpoint_path
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
@@ -126,8 +126,8 @@ def test_train_killed_mid_run_resumes_from_an_intact_checkpoint(tmp_path):
         write_image(tmp_path / "dirty" / f"{i}.png",
                     np.clip(clean + rng.normal(0, 30, clean.shape), 0, 255).astype(np.uint8))
     out = tmp_path / "model.safetensors"
-    command = [sys.executable, "-m", "cleandoc", "train", "--dirty", str(tmp_path / "dirty"), "--clean",
-               str(tmp_path / "clean"), "-o", str(out), "--widths", "8,16", "--convs", "1", "--patch-size", "32",
+    command = [sys.executable, "-m", "cleandoc", "train", "--pairs", f"{tmp_path / 'dirty'}:{tmp_path / 'clean'}",
+               "-o", str(out), "--widths", "8,16", "--convs", "1", "--patch-size", "32",
                "--batch-size", "4", "--patches-per-epoch", "64", "--epochs", "8", "--device", "cpu", "-q"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
     wait_for(lambda: checkpoint_path(out).exists(), timeout=120)
@@ -142,7 +142,7 @@ def test_train_killed_mid_run_resumes_from_an_intact_checkpoint(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     history = load_checkpoint(checkpoint_path(out))[2]["history"]
     assert [h["epoch"] for h in history] == list(range(1, 9))  # no epoch lost or repeated in the record
-    assert load_model(out).info["epoch"] >= 1
+    assert load_model(out)[1].provenance["epoch"] >= 1
 
 
 # --- awkward and broken files --------------------------------------------------------------------------------
@@ -235,7 +235,7 @@ SEEDS = _seed_files()
 
 @pytest.fixture(scope="module")
 def tiny_model(tiny_model_path):
-    return load_model(tiny_model_path)
+    return load_model(tiny_model_path)[0]
 
 
 def decode_and_clean(data: bytes, model) -> None:
@@ -250,7 +250,7 @@ def decode_and_clean(data: bytes, model) -> None:
             return
     assert page.ndim == 2 and page.dtype == np.float32
     assert np.isfinite(page).all() and page.min() >= 0 and page.max() <= 1
-    cleaned = run(model, page, tile=64)
+    cleaned = Cleaner(model, tile=64).run(page, out_dtype=np.float32)
     assert cleaned.shape == page.shape
 
 

@@ -1,56 +1,97 @@
-"""The models in models/ load by name (the default with no arguments), say where they came from, and really clean
-pages."""
+"""The shipped models are held to real bars on pages they never saw: they keep faint ink and figures, they clean the
+bundled samples as well as the model card says, and the figures their files record are what they score."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from helpers import bench_script
 
-from cleandoc.data import find_pairs, load_pairs
-from cleandoc.metrics import rmse
-from cleandoc.store import SHIPPED_MODELS, load_model, shipped_model_path
-from cleandoc.tiling import run
+from cleandoc.api import Cleaner
+from cleandoc.data import find_pairs, held_out_pairs, load_pairs
+from cleandoc.imageio import to_uint8
+from cleandoc.metrics import ink_kept, rmse
+from cleandoc.noise import faint_ink
+from cleandoc.store import SHIPPED_MODELS, shipped_model_path
+from cleandoc.synth import FIGURE_KINDS, render_figures, render_page
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data" / "noisyoffice-kaggle"
+CARD = (ROOT / "models" / "README.md").read_text()
+SHARED = ROOT.parent / "shared" / "data"
+SEED = 31337  # pages no training run renders (their seeds are the dpi) and no benchmark either (2024)
+# Pooled RMSE on the four bundled NoisyOffice samples (validation page groups: never trained on), measured with
+# this file's test and rounded up by about 5%: a model that cleans them worse than the shipped one fails.
+SAMPLE_RMSE_BAR = {"default": 0.040, "fast": 0.045}
 
 
-@pytest.mark.parametrize("name", SHIPPED_MODELS)
-def test_shipped_models_are_small_and_documented(name):
+@pytest.fixture(scope="module", params=SHIPPED_MODELS)
+def shipped(request) -> tuple[str, Cleaner]:
+    torch.set_num_threads(2)
+    return request.param, Cleaner.load(request.param, device="cpu", precision="fp32")
+
+
+def test_shipped_models_are_small_and_documented(shipped):
+    name, cleaner = shipped
     path = shipped_model_path(name)
     assert path.is_file() and path.stat().st_size <= 20 * 1024 * 1024
-    model = load_model(name)
-    assert model.source == str(path)
-    assert f"`{name}.safetensors`" in (ROOT / "models" / "README.md").read_text()
-    info = model.info
-    assert info["command"].startswith("cleandoc train")
-    assert "noisyoffice" in info["data"]["dirty"]
-    assert 0 < info["val_rmse"] < 0.1
-    assert (ROOT / "models" / "README.md").is_file()
+    assert cleaner.info.source == str(path)
+    assert f"`{name}.safetensors`" in CARD
+    record = cleaner.info.provenance
+    assert record["command"].startswith("cleandoc train")
+    sources = record["data"]["sources"]
+    assert any("noisyoffice" in str(s["dirty"]) for s in sources) and any("dibco" in str(s["dirty"]) for s in sources)
+    assert 0 < cleaner.info.figures["val_rmse"] < 0.2
 
 
-@pytest.mark.parametrize("name", SHIPPED_MODELS)
-def test_shipped_models_clean_the_samples_much_better_than_doing_nothing(name):
-    torch.set_num_threads(1)
-    model = load_model(name)
-    for dirty, clean in load_pairs(find_pairs(ROOT / "samples" / "noisy", ROOT / "samples" / "clean")):
-        cleaned = run(model, dirty)
-        assert cleaned.shape == dirty.shape
-        assert rmse(cleaned, clean) < 0.5 * rmse(dirty, clean)
+@pytest.mark.parametrize("contrast", [0.25, 0.4, 0.6, 1.0])
+def test_shipped_models_keep_faint_printed_ink(shipped, contrast):
+    """Printed pages in light ink on toned, unevenly lit paper, softly scanned: at least 97% of the ink pixels stay
+    ink (the issue's bar, at every contrast from 0.25 up)."""
+    _, cleaner = shipped
+    kept = ink = 0
+    for index, dpi in enumerate((150, 200)):
+        page = render_page(np.random.default_rng([SEED, dpi]), dpi, (105, 148))
+        mask = page < 0.5
+        dirty = to_uint8(faint_ink(page, contrast, np.random.default_rng([SEED, index, round(contrast * 100)])))
+        kept += ink_kept(cleaner.clean(dirty), mask) * mask.sum()
+        ink += mask.sum()
+    assert kept / ink >= 0.97
 
 
-@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="needs ../shared/data/noisyoffice-kaggle")
-@pytest.mark.parametrize("name", SHIPPED_MODELS)
-def test_shipped_models_score_what_their_files_and_cards_say(name):
-    """The validation RMSE each file records (and the model card quotes) is what it scores now, on the page
-    groups its split held out; the default model meets the project's bar of 0.015."""
-    torch.set_num_threads(2)
-    model = load_model(name)
-    report, _, _ = bench_script().validation_report(model, SHARED_DATA, None, torch.device("cpu"))
-    assert report.rmse == pytest.approx(model.info["val_rmse"], abs=1e-4)
-    assert f"{report.rmse:.4f}" in (ROOT / "models" / "README.md").read_text()
-    if name == "default":
-        assert report.rmse <= 0.015
+def test_shipped_models_keep_figures(shipped):
+    """A grey chart, a photograph, a hatched drawing, a stamp and ruled lines on a lightly toned page: their ink
+    stays and their tones stay near what they were."""
+    _, cleaner = shipped
+    clean, regions = render_figures(np.random.default_rng([SEED, 1]), 150)
+    dirty = to_uint8(faint_ink(clean, 0.9, np.random.default_rng([SEED, 2]), strength=0.5))
+    cleaned = cleaner.clean(dirty) / np.float32(255)
+    for kind in FIGURE_KINDS:
+        target, out = clean[regions[kind]], cleaned[regions[kind]]
+        content = target < 0.75
+        assert ink_kept(out, target < 0.5) >= 0.9, kind
+        assert np.abs(out[content] - target[content]).mean() <= 0.15, kind
+
+
+def test_shipped_models_clean_the_samples_as_well_as_shipped(shipped):
+    name, cleaner = shipped
+    pages = load_pairs(find_pairs(ROOT / "samples" / "noisy", ROOT / "samples" / "clean"))
+    squared = sum(rmse(cleaner.clean(dirty), clean) ** 2 * clean.size for dirty, clean in pages)
+    pooled = (squared / sum(clean.size for _, clean in pages)) ** 0.5
+    assert pooled <= SAMPLE_RMSE_BAR[name]
+    assert pooled < 0.4 * (sum(rmse(d, c) ** 2 * c.size for d, c in pages) / sum(c.size for _, c in pages)) ** 0.5
+
+
+@pytest.mark.skipif(not (SHARED / "noisyoffice-kaggle").is_dir() or not (SHARED / "dibco").is_dir(),
+                    reason="needs ../shared/data (NoisyOffice and DIBCO)")
+def test_shipped_models_score_what_their_files_and_cards_say(shipped):
+    """The validation RMSE each file records is what `cleandoc evaluate --held-out val` gives on the pages its
+    split held out, and the model card quotes it."""
+    from cleandoc.evaluate import evaluate
+
+    name, cleaner = shipped
+    report, _ = evaluate(held_out_pairs(cleaner.info.provenance, "val"), cleaner)
+    assert report.rmse == pytest.approx(cleaner.info.figures["val_rmse"], abs=2e-4)
+    assert re.search(rf"\b{report.rmse:.4f}\b", CARD)

@@ -80,10 +80,10 @@ def test_save_load_round_trip(tmp_path, config):
             "nested": {"a": {"b": [1, 2.5, None, True, "x"]}}, "unicode": "été ✓"}
     path = tmp_path / "sub" / "dir" / "m.safetensors"  # parents are created
     save_model(model, path, info=info)
-    loaded = load_model(path)
-    assert loaded.config == model.config == config
-    assert loaded.info == info
-    assert loaded.source == str(path)
+    loaded, about = load_model(path)
+    assert loaded.config == about.config == model.config == config
+    assert about.provenance == info
+    assert about.source == str(path)
     assert not loaded.training
     original, restored = model.state_dict(), loaded.state_dict()
     assert original.keys() == restored.keys()
@@ -91,32 +91,32 @@ def test_save_load_round_trip(tmp_path, config):
         assert restored[key].dtype == original[key].dtype
         assert torch.equal(restored[key], original[key]), key
     with torch.no_grad():
-        assert torch.equal(loaded(probe()), model(probe()))
+        assert torch.equal(loaded(probe()), model.to(memory_format=torch.channels_last)(probe()))  # loaded so
 
 
 def test_info_defaults_to_empty_dict(tmp_path):
     path = tmp_path / "m.safetensors"
     save_model(tiny(), path)
-    assert load_model(path).info == {}
+    assert load_model(path)[1].provenance == {}
 
 
 def test_save_overwrites(tmp_path):
     path = tmp_path / "m.safetensors"
     save_model(tiny(seed=1), path, info={"v": 1})
     save_model(tiny({"arch": "dae", "widths": [8]}, seed=2), path, info={"v": 2})
-    loaded = load_model(path)
-    assert loaded.config["arch"] == "dae" and loaded.info == {"v": 2}
+    loaded, about = load_model(path)
+    assert loaded.config["arch"] == "dae" and about.provenance == {"v": 2}
 
 
 def test_load_default_model():
     path = shipped_model_path("default")
     assert path.is_file()
-    model = load_model(None)
-    assert model.source == str(path)
-    assert isinstance(model.info, dict)
+    model, about = load_model(None)
+    assert about.source == str(path)
+    assert isinstance(about.provenance, dict)
     assert isinstance(model.config, dict) and model.config["arch"] in ("unet", "dae")
     assert build_model(model.config).config == model.config
-    explicit = load_model(path)
+    explicit, _ = load_model(path)
     for key, value in model.state_dict().items():
         assert torch.equal(explicit.state_dict()[key], value)
     page = torch.rand(1, 1, 2 * model.size_multiple, 3 * model.size_multiple)
@@ -142,8 +142,8 @@ def test_failed_save_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkey
     monkeypatch.undo()
 
     assert path.read_bytes() == before
-    loaded = load_model(path)
-    assert loaded.info == {"which": "old"}
+    loaded, about = load_model(path)
+    assert about.provenance == {"which": "old"}
     for key, value in old.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value)
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".cleandoc-tmp")] == []
@@ -306,12 +306,12 @@ def test_missing_default_model_says_so(monkeypatch, tmp_path):
 
 def test_shipped_models_by_name_and_a_file_called_like_one(tmp_path, monkeypatch):
     """`--model fast` is the shipped fast model; a file of that name is reached as ./fast."""
-    assert load_model("fast").source == str(shipped_model_path("fast"))
-    assert load_model("default").source == str(shipped_model_path("default")) == load_model().source
+    assert load_model("fast")[1].source == str(shipped_model_path("fast"))
+    assert load_model("default")[1].source == str(shipped_model_path("default")) == load_model()[1].source
     monkeypatch.chdir(tmp_path)
     save_model(tiny(seed=3), tmp_path / "fast")
-    assert load_model("./fast").config == tiny(seed=3).config
-    assert load_model("fast").source == str(shipped_model_path("fast"))
+    assert load_model("./fast")[1].config == tiny(seed=3).config
+    assert load_model("fast")[1].source == str(shipped_model_path("fast"))
 
 
 # Files crafted by hand (not by safetensors), as a corrupt download or a hostile file could be: every one must be
@@ -375,7 +375,7 @@ def test_checkpoint_round_trip_resumes_exactly(tmp_path):
     restored, opt_state, restored_state = load_checkpoint(path)
     assert restored_state == state
     assert restored.config == model.config
-    assert restored.info == {"note": "resume me"}
+    assert load_model(path)[1].provenance == {"note": "resume me"}
     assert restored.training
     for key, value in model.state_dict().items():
         assert torch.equal(restored.state_dict()[key], value), key
@@ -421,11 +421,11 @@ def test_checkpoint_loads_as_a_plain_model(tmp_path):
     _step(model, optimizer, x, y)
     path = tmp_path / "ckpt.safetensors"
     save_checkpoint(path, model, optimizer, {"epoch": 1}, info={"k": [1.5]})
-    loaded = load_model(path)
-    assert not loaded.training and loaded.info == {"k": [1.5]}
+    loaded, about = load_model(path)
+    assert not loaded.training and about.provenance == {"k": [1.5]}
     model.eval()
     with torch.no_grad():
-        assert torch.equal(loaded(probe()), model(probe()))
+        assert torch.equal(loaded(probe()), model.to(memory_format=torch.channels_last)(probe()))  # loaded so
 
 
 def test_load_checkpoint_refuses_a_plain_model(good_file):
@@ -450,4 +450,4 @@ def test_a_model_whose_header_length_looks_like_a_pickle_signature_still_loads(t
         if header_length(padding) % modulus == target:
             break
     assert path.read_bytes()[:len(first_bytes)] == first_bytes
-    assert load_model(path).config == CONFIG
+    assert load_model(path)[1].config == CONFIG

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import cv2
 import numpy as np
-import pytest
 
 from cleandoc import synth
 from cleandoc.imageio import read_page
@@ -80,7 +77,6 @@ def test_synth_pages_writes_exact_stable_pairs(tmp_path):
     assert sorted(p.name for p in (tmp_path / "a" / "dirty").iterdir()) == [d.name for d, _ in pairs]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("cleandoc.noise") is None, reason="cleandoc.noise not written yet")
 def test_default_corruption_comes_from_the_noise_module(tmp_path):
     ((dirty_path, clean_path),) = synth_pages(tmp_path, 1, dpi=50)
     dirty, clean = read_page(dirty_path), read_page(clean_path)

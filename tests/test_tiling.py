@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import platform
 import types
 
 import numpy as np
@@ -19,6 +18,13 @@ CONFIGS = {
 }
 
 TOLERANCE = 1e-4
+CPU = torch.device("cpu")
+
+
+def tiled(model, page, tile: int = 0, batch_size: int = 1, **options) -> np.ndarray:
+    """`tiling.run` with square tiles of this side, or (0) the tiles `plan_tile` picks for the page."""
+    shape = (tile, tile) if tile else tiling.plan_tile(model, CPU, page.shape, batch_size, page.nbytes)
+    return tiling.run(model, page, shape, batch_size, CPU, **options)
 
 
 _MODELS: dict[str, torch.nn.Module] = {}
@@ -62,9 +68,9 @@ def test_tiled_equals_whole(arch, height, width, tile, batch):
     model = tiny_model(arch)
     page = make_page(height, width, seed=height * 1000 + width)
     whole = tiling.run_whole(model, page)
-    tiled = tiling.run(model, page, tile=tile, batch_size=batch)
-    assert tiled.shape == whole.shape == (height, width)
-    assert np.abs(tiled - whole).max() <= TOLERANCE
+    result = tiled(model, page, tile=tile, batch_size=batch)
+    assert result.shape == whole.shape == (height, width)
+    assert np.abs(result - whole).max() <= TOLERANCE
 
 
 @pytest.mark.parametrize("config", [
@@ -79,7 +85,7 @@ def test_tiled_equals_whole_other_configs(config):
     page = make_page(71, 97, seed=3)
     whole = tiling.run_whole(model, page)
     for tile, batch in [(10, 2), (32, 3), (0, 1)]:
-        assert np.abs(tiling.run(model, page, tile=tile, batch_size=batch) - whole).max() <= TOLERANCE
+        assert np.abs(tiled(model, page, tile=tile, batch_size=batch) - whole).max() <= TOLERANCE
 
 
 @pytest.mark.parametrize("arch", sorted(CONFIGS))
@@ -89,7 +95,7 @@ def test_output_shape_dtype_range_and_input_untouched(arch):
     page[0, :] = 0.0
     page[-1, :] = 1.0
     original = page.copy()
-    out = tiling.run(model, page, tile=16, batch_size=2)
+    out = tiled(model, page, tile=16, batch_size=2)
     assert out.shape == page.shape
     assert out.dtype == np.float32
     assert np.isfinite(out).all()
@@ -103,7 +109,7 @@ def test_float64_page_accepted_and_result_float32():
     model = tiny_model("unet")
     page = make_page(40, 50).astype(np.float64)
     original = page.copy()
-    out = tiling.run(model, page, tile=16, batch_size=2)
+    out = tiled(model, page, tile=16, batch_size=2)
     assert out.dtype == np.float32
     np.testing.assert_array_equal(page, original)
     assert np.abs(out - tiling.run_whole(model, page.astype(np.float32))).max() <= TOLERANCE
@@ -116,9 +122,9 @@ def test_integer_pages_and_uint8_output_match_the_float_path(dtype, full_scale):
     model = tiny_model("unet")
     samples = np.rint(make_page(70, 90) * full_scale).astype(dtype)
     as_float = samples.astype(np.float32) / full_scale
-    expected = tiling.run(model, as_float, tile=16, batch_size=2)
-    assert np.abs(tiling.run(model, samples, tile=16, batch_size=2) - expected).max() <= 1e-6
-    quantised = tiling.run(model, samples, tile=16, batch_size=2, out_dtype=np.uint8)
+    expected = tiled(model, as_float, tile=16, batch_size=2)
+    assert np.abs(tiled(model, samples, tile=16, batch_size=2) - expected).max() <= 1e-6
+    quantised = tiled(model, samples, tile=16, batch_size=2, out_dtype=np.uint8)
     assert quantised.dtype == np.uint8
     np.testing.assert_array_equal(quantised, np.clip(np.rint(expected * 255), 0, 255).astype(np.uint8))
 
@@ -131,14 +137,14 @@ def test_cleaning_in_place_equals_a_separate_output(arch, height, width, tile, b
     a core written back too early would corrupt the halo of a window still to come."""
     model = tiny_model(arch)
     samples = np.rint(make_page(height, width, seed=height + width) * 255).astype(np.uint8)
-    expected = tiling.run(model, samples, tile=tile, batch_size=batch, out_dtype=np.uint8)
+    expected = tiled(model, samples, tile=tile, batch_size=batch, out_dtype=np.uint8)
     in_place = samples.copy()
-    result = tiling.run(model, in_place, tile=tile, batch_size=batch, out=in_place)
+    result = tiled(model, in_place, tile=tile, batch_size=batch, out=in_place)
     assert result is in_place
     np.testing.assert_array_equal(in_place, expected)
     floats = make_page(height, width, seed=height + width)
-    expected = tiling.run(model, floats, tile=tile, batch_size=batch)
-    tiling.run(model, floats, tile=tile, batch_size=batch, out=floats)
+    expected = tiled(model, floats, tile=tile, batch_size=batch)
+    tiled(model, floats, tile=tile, batch_size=batch, out=floats)
     np.testing.assert_array_equal(floats, expected)
 
 
@@ -146,38 +152,22 @@ def test_rejects_an_out_array_of_the_wrong_shape_or_type():
     page = make_page(20, 30)
     for out in (np.empty((30, 20), np.float32), np.empty((20, 30), np.float64)):
         with pytest.raises(ValueError, match="out must be"):
-            tiling.run(tiny_model("unet"), page, out=out)
+            tiled(tiny_model("unet"), page, out=out)
 
 
 def test_rejects_non_2d_page():
     with pytest.raises(ValueError):
-        tiling.run(tiny_model("unet"), np.zeros((4, 4, 3), dtype=np.float32))
+        tiled(tiny_model("unet"), np.zeros((4, 4, 3), dtype=np.float32), tile=4)
 
 
-def test_on_tile_reports_progress_to_the_total():
+def test_on_batch_reports_progress_to_the_total():
     model = tiny_model("dae")
     calls = []
-    tiling.run(model, make_page(50, 70), tile=16, batch_size=3, on_tile=lambda done, total: calls.append((done, total)))
+    tiled(model, make_page(50, 70), tile=16, batch_size=3, on_batch=lambda done, total: calls.append((done, total)))
     # 50×70 padded to 52×72 (multiple 4) with 16-pixel cores: 4 rows × 5 columns = 20 tiles, in batches of 3.
     assert calls[-1] == (20, 20)
     assert [done for done, _ in calls] == [3, 6, 9, 12, 15, 18, 20]
     assert all(total == 20 for _, total in calls)
-
-
-def test_freed_memory_is_returned_after_every_batch(monkeypatch):
-    """Without it glibc's heap fragments from window to window and a huge page's peak RSS grows past the
-    activation budget (bench/speed.py --huge measures the effect; this checks the call is made)."""
-    trims = []
-    monkeypatch.setattr(tiling, "_malloc_trim", trims.append)
-    tiling.run(tiny_model("dae"), make_page(50, 70), tile=16, batch_size=3)
-    assert trims == [0] * 7
-
-
-def test_glibc_malloc_trim_is_found_where_glibc_runs():
-    if platform.libc_ver()[0] != "glibc":
-        pytest.skip("not glibc")
-    assert tiling._malloc_trim is not None
-    tiling.release_freed_memory()
 
 
 def test_tile_rounded_up_to_size_multiple():
@@ -188,7 +178,7 @@ def test_tile_rounded_up_to_size_multiple():
     whole = tiling.run_whole(model, page)
     for tile in (1, 5, 9):
         calls = []
-        out = tiling.run(model, page, tile=tile, batch_size=64, on_tile=lambda d, t: calls.append(t))
+        out = tiled(model, page, tile=tile, batch_size=64, on_batch=lambda d, t: calls.append(t))
         assert np.abs(out - whole).max() <= TOLERANCE
         rounded = -(-tile // 8) * 8
         expected = (-(-48 // rounded)) ** 2
@@ -204,24 +194,24 @@ def computed_pixels(model, shape, tile):
 
 
 @pytest.mark.parametrize("arch", sorted(CONFIGS))
-def test_default_tile_is_the_whole_page_when_it_fits(arch):
+def test_plan_tile_is_the_whole_page_when_it_fits(arch):
     model = tiny_model(arch)
     padded = tuple(-(-side // model.size_multiple) * model.size_multiple for side in (300, 517))
-    assert tiling.default_tile(model, torch.device("cpu"), (300, 517), 4, 300 * 517) == padded
+    assert tiling.plan_tile(model, torch.device("cpu"), (300, 517), 4, 300 * 517) == padded
     assert computed_pixels(model, (300, 517), padded) == padded[0] * padded[1]  # one window, no halo recomputed
 
 
 @pytest.mark.parametrize("arch", sorted(CONFIGS))
 @pytest.mark.parametrize("shape", [(3508, 2480), (2480, 3508), (20000, 30000), (1000, 9000), (9000, 1000)])
 @pytest.mark.parametrize("batch", [1, 4])
-def test_default_tile_fits_the_budget_and_computes_the_fewest_pixels(arch, shape, batch, monkeypatch):
+def test_plan_tile_fits_the_budget_and_computes_the_fewest_pixels(arch, shape, batch, monkeypatch):
     model = tiny_model(arch)
     multiple, halo = model.size_multiple, tiling.halo_for(model)
     budget = tiling.activation_bytes(model, batch * (3 * halo + 64) ** 2)  # windows a few halos wide
     monkeypatch.setattr(tiling, "ACTIVATION_BYTES", budget)
     monkeypatch.setattr(tiling, "CPU_MEMORY_BYTES", 0)
-    monkeypatch.setattr(tiling, "DEFAULT_TILE_CPU", 64)
-    tile = tiling.default_tile(model, torch.device("cpu"), shape, batch, shape[0] * shape[1])
+    monkeypatch.setattr(tiling, "LEAST_TILE_CPU", 64)
+    tile = tiling.plan_tile(model, torch.device("cpu"), shape, batch, shape[0] * shape[1])
     assert all(side % multiple == 0 and side >= 64 for side in tile)
     win_h, win_w, _ = tiling._windows(*(-(-side // multiple) * multiple for side in shape), tile, halo)
     assert tiling.activation_bytes(model, batch * win_h * win_w) <= budget
@@ -231,18 +221,22 @@ def test_default_tile_fits_the_budget_and_computes_the_fewest_pixels(arch, shape
             assert computed_pixels(model, shape, tile) <= computed_pixels(model, shape, (side, side))
 
 
-def test_default_tile_on_an_a4_page_for_the_shipped_models():
-    """The case the policy was made for, an 8-bit A4 page at 300 dpi: the fast model runs it as one window and
-    the default model as five strips, computing 1.21 pixels per page pixel against 1.73 with 512-pixel squares
-    (1.38 with ACTIVATION_BYTES alone, the budget a 20000² page gets)."""
-    a4, cpu = (3508, 2480), torch.device("cpu")
-    fast, default = load_model("fast"), load_model("default")
-    assert tiling.default_tile(fast, cpu, a4, 1, a4[0] * a4[1]) == (3520, 2496)
-    tile = tiling.default_tile(default, cpu, a4, 1, a4[0] * a4[1])
-    assert tile == (704, 2480)
-    assert computed_pixels(default, a4, tile) / (a4[0] * a4[1]) == pytest.approx(1.21, abs=0.005)
-    assert computed_pixels(default, a4, (512, 512)) / (a4[0] * a4[1]) == pytest.approx(1.73, abs=0.005)
-    assert tiling.default_tile(default, cpu, a4, 1, 20000**2) == (880, 832)
+@pytest.mark.parametrize("name", ["default", "fast"])
+@pytest.mark.parametrize("page_bytes", [3508 * 2480, 20000**2])
+def test_plan_tile_for_an_a4_page_with_the_shipped_models(name, page_bytes):
+    """The case the policy is made for, an 8-bit A4 page at 300 dpi: one window when it fits what the page
+    leaves (also the least budget, the one a 20000² page gets), else windows that fit and compute fewer pixels
+    than the least squares would."""
+    a4, model = (3508, 2480), load_model(name)[0]
+    budget = tiling.activation_budget(CPU, page_bytes)
+    tile = tiling.plan_tile(model, CPU, a4, 1, page_bytes)
+    win_h, win_w, _ = tiling._windows(3520, 2496, tile, tiling.halo_for(model))
+    assert tiling.activation_bytes(model, win_h * win_w) <= budget
+    if tiling.activation_bytes(model, 3520 * 2496) <= budget:
+        assert tile == (3520, 2496)
+    else:
+        least = (tiling.LEAST_TILE_CPU,) * 2
+        assert computed_pixels(model, a4, tile) < computed_pixels(model, a4, least)
 
 
 def gpu_with(monkeypatch, gigabytes: float) -> torch.device:
@@ -267,31 +261,20 @@ def test_a_gpu_gives_the_activations_a_share_of_its_memory(monkeypatch):
 
 @pytest.mark.parametrize("name", ["default", "fast"])
 def test_a_gpu_with_room_runs_an_a4_page_as_one_window(name, monkeypatch):
-    a4, model = (3508, 2480), load_model(name)
-    tile = tiling.default_tile(model, gpu_with(monkeypatch, 16), a4, 4, a4[0] * a4[1])
+    a4, model = (3508, 2480), load_model(name)[0]
+    tile = tiling.plan_tile(model, gpu_with(monkeypatch, 16), a4, 4, a4[0] * a4[1])
     assert computed_pixels(model, a4, tile) / (a4[0] * a4[1]) < 1.01  # the edge padding to the size multiple
-    tile = tiling.default_tile(model, gpu_with(monkeypatch, 0), a4, 4, a4[0] * a4[1])  # ACTIVATION_BYTES only
-    assert tile == (tiling.DEFAULT_TILE_CUDA,) * 2
+    tile = tiling.plan_tile(model, gpu_with(monkeypatch, 0), a4, 4, a4[0] * a4[1])  # ACTIVATION_BYTES only
+    assert tile == (tiling.LEAST_TILE_CUDA,) * 2
 
 
-@pytest.mark.parametrize(("dtype", "out", "bytes_per_pixel"), [
-    (np.uint8, "page", 1), (np.uint8, None, 1 + 4), (np.uint16, None, 2 + 4), (np.float32, None, 4 + 4)])
-def test_run_counts_the_page_and_its_output_against_the_budget(dtype, out, bytes_per_pixel, monkeypatch):
-    seen = []
-    original = tiling.default_tile
-    monkeypatch.setattr(tiling, "default_tile", lambda *args: seen.append(args[-1]) or original(*args))
-    page = np.zeros((40, 56), dtype=dtype)
-    tiling.run(tiny_model("unet"), page, out=page if out == "page" else None)
-    assert seen == [40 * 56 * bytes_per_pixel]
-
-
-def test_default_tile_falls_back_to_the_device_default_when_the_budget_is_tiny(monkeypatch):
+def test_plan_tile_falls_back_to_the_device_default_when_the_budget_is_tiny(monkeypatch):
     model = tiny_model("unet")
     monkeypatch.setattr(tiling, "ACTIVATION_BYTES", 1000)
     monkeypatch.setattr(tiling, "CPU_MEMORY_BYTES", 0)
     cuda = gpu_with(monkeypatch, 0)
-    assert tiling.default_tile(model, torch.device("cpu"), (3000, 3000), 4, 9 * 10**6) == (tiling.DEFAULT_TILE_CPU,) * 2
-    assert tiling.default_tile(model, cuda, (3000, 3000), 4, 9 * 10**6) == (tiling.DEFAULT_TILE_CUDA,) * 2
+    assert tiling.plan_tile(model, torch.device("cpu"), (3000, 3000), 4, 9 * 10**6) == (tiling.LEAST_TILE_CPU,) * 2
+    assert tiling.plan_tile(model, cuda, (3000, 3000), 4, 9 * 10**6) == (tiling.LEAST_TILE_CUDA,) * 2
 
 
 def test_default_batch_is_one_window_on_a_cpu_and_four_on_cuda():
@@ -307,16 +290,16 @@ def test_automatic_rectangular_tiles_equal_the_whole_page(arch, shape, monkeypat
     whole = tiling.run_whole(model, page)
     monkeypatch.setattr(tiling, "ACTIVATION_BYTES", tiling.activation_bytes(model, 60 * 60))
     monkeypatch.setattr(tiling, "CPU_MEMORY_BYTES", 0)
-    monkeypatch.setattr(tiling, "DEFAULT_TILE_CPU", 8)
-    tile = tiling.default_tile(model, torch.device("cpu"), shape, 1, 0)
+    monkeypatch.setattr(tiling, "LEAST_TILE_CPU", 8)
+    tile = tiling.plan_tile(model, torch.device("cpu"), shape, 1, 0)
     assert tile[0] != tile[1] or max(tile) < max(shape)  # really cut, and not always into squares
     for out_dtype in (np.float32, np.uint8):
         page_in = page if out_dtype == np.float32 else np.rint(page * 255).astype(np.uint8)
         reference = whole if out_dtype == np.float32 else tiling.run_whole(model, page_in)
-        tiled = tiling.run(model, page_in, out_dtype=out_dtype)
+        result = tiled(model, page_in, out_dtype=out_dtype)
         in_place = page_in.copy()
-        assert np.array_equal(tiling.run(model, in_place, out=in_place), tiled)
-        assert np.abs(tiled.astype(np.float32) / (255 if out_dtype == np.uint8 else 1) - reference).max() <= (
+        assert np.array_equal(tiled(model, in_place, out=in_place), result)
+        assert np.abs(result.astype(np.float32) / (255 if out_dtype == np.uint8 else 1) - reference).max() <= (
             TOLERANCE if out_dtype == np.float32 else 1 / 255 + 1e-6)
 
 
@@ -326,9 +309,9 @@ def test_halo_is_needed(arch, monkeypatch):
     model = tiny_model(arch)
     page = make_page(64, 64, seed=11)
     whole = tiling.run_whole(model, page)
-    assert np.abs(tiling.run(model, page, tile=16, batch_size=4) - whole).max() <= TOLERANCE
+    assert np.abs(tiled(model, page, tile=16, batch_size=4) - whole).max() <= TOLERANCE
     monkeypatch.setattr(tiling, "halo_for", lambda model: 0)
-    assert np.abs(tiling.run(model, page, tile=16, batch_size=4) - whole).max() > 1e-3
+    assert np.abs(tiled(model, page, tile=16, batch_size=4) - whole).max() > 1e-3
 
 
 @pytest.mark.parametrize("arch", sorted(CONFIGS))
@@ -340,60 +323,13 @@ def test_halo_covers_receptive_radius(arch):
     assert halo < model.receptive_radius + model.size_multiple
 
 
-def test_pick_device_cpu():
-    assert tiling.pick_device("cpu") == torch.device("cpu")
-    assert tiling.pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present here")
-@pytest.mark.parametrize("name", ["cuda", "cuda:0", "cuda:1"])
-def test_pick_device_cuda_missing(name):
-    with pytest.raises(ValueError, match="not available"):
-        tiling.pick_device(name)
-
-
-@pytest.mark.parametrize("name", ["tpu", "bogus", "meta", "", "cpu:x"])
-def test_pick_device_rejects_unknown(name):
-    with pytest.raises(ValueError):
-        tiling.pick_device(name)
-
-
 @pytest.mark.parametrize("arch", sorted(CONFIGS))
 def test_bfloat16_autocast_on_cpu(arch):
     model = tiny_model(arch)
     page = make_page(96, 80, seed=2)
-    full = tiling.run(model, page, tile=32, batch_size=2)
-    half = tiling.run(model, page, tile=32, batch_size=2, dtype=torch.bfloat16)
+    full = tiled(model, page, tile=32, batch_size=2)
+    half = tiled(model, page, tile=32, batch_size=2, dtype=torch.bfloat16)
     assert half.dtype == np.float32
     assert half.shape == page.shape
     assert np.abs(half - full).max() <= 0.05
     assert half.min() >= 0.0 and half.max() <= 1.0
-
-
-@pytest.mark.parametrize(("precision", "dtype"), [("fp32", None), ("fp16", torch.float16), ("bf16", torch.bfloat16)])
-def test_explicit_precision_is_taken_as_given(precision, dtype):
-    for device in (torch.device("cpu"), torch.device("cuda")):
-        assert tiling.autocast_dtype(precision, device) == dtype
-
-
-@pytest.mark.parametrize("native", [True, False])
-def test_auto_precision_is_half_on_cuda_and_bf16_only_on_cpus_that_have_it(native, monkeypatch):
-    monkeypatch.setattr(tiling, "cpu_has_native_bf16", lambda: native)
-    assert tiling.autocast_dtype("auto", torch.device("cuda")) == torch.float16
-    assert tiling.autocast_dtype("auto", torch.device("cpu")) == (torch.bfloat16 if native else None)
-
-
-def test_unknown_precision_is_refused():
-    with pytest.raises(ValueError, match="unknown precision 'half'"):
-        tiling.autocast_dtype("half", torch.device("cpu"))
-
-
-def test_native_bf16_probe_reads_torch_and_says_no_without_its_probes(monkeypatch):
-    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
-        monkeypatch.setattr(torch.cpu, name, lambda: False, raising=False)
-    assert tiling.cpu_has_native_bf16() is False
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
-    assert tiling.cpu_has_native_bf16() is True
-    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
-        monkeypatch.delattr(torch.cpu, name)
-    assert tiling.cpu_has_native_bf16() is False

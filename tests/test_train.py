@@ -12,14 +12,19 @@ import pytest
 import torch
 from helpers import cli
 
+from cleandoc.api import Cleaner
 from cleandoc.data import (
+    PageSet,
     PairingError,
     PatchSampler,
+    Source,
     find_pairs,
     load_pairs,
     page_groups,
+    parse_source,
     split_by_group,
 )
+from cleandoc.evaluate import pooled_rmse
 from cleandoc.models import build_model
 from cleandoc.store import load_checkpoint, load_model
 from cleandoc.train import (
@@ -27,9 +32,8 @@ from cleandoc.train import (
     TrainOptions,
     checkpoint_path,
     diverged,
-    pooled_rmse,
     train,
-    train_from_folders,
+    train_from_sources,
 )
 
 TINY = {"arch": "unet", "widths": [8, 16], "unshuffle": 2, "convs": 1}
@@ -77,6 +81,11 @@ def write_png(path: Path, pixels: np.ndarray) -> Path:
     return path
 
 
+def from_folders(dirty: Path, clean: Path, out: Path, options: TrainOptions, **kwargs) -> dict:
+    """Train on one source of pairs."""
+    return train_from_sources([Source(clean=clean, dirty=dirty)], out, options, **kwargs)
+
+
 def make_pair_set(root: Path, pages: int = PAGES, seed: int = 0) -> tuple[Path, Path]:
     """dirty/ and clean/ holding pages x VARIANTS pairs; the same page's clean files are identical."""
     dirty_dir, clean_dir = root / "dirty", root / "clean"
@@ -98,18 +107,17 @@ def trained(pair_set, tmp_path_factory) -> dict:
     """One uninterrupted 3-epoch run, shared by the tests that inspect its results."""
     out = tmp_path_factory.mktemp("trained") / "model.safetensors"
     events: list[dict] = []
-    state = train_from_folders(*pair_set, out, tiny_options(), device="cpu", on_progress=events.append)
+    state = from_folders(*pair_set, out, tiny_options(), device="cpu", on_progress=events.append)
     return {"out": out, "state": state, "events": events}
 
 
 def val_pages(pair_set, fraction: float = 0.2, seed: int = 0):
     pages = load_pairs(find_pairs(*pair_set))
-    _, val = split_by_group(page_groups([c for _, c in pages]), fraction, seed)
-    return [pages[i] for i in val]
+    return [pages[i] for i in split_by_group(page_groups([c for _, c in pages]), fraction, seed).val]
 
 
 def train_cli(dirty: Path, clean: Path, out: Path, *extra):
-    return cli("train", "--dirty", dirty, "--clean", clean, "-o", out, "--widths", "8,16", "--unshuffle", "2",
+    return cli("train", "--pairs", f"{dirty}:{clean}", "-o", out, "--widths", "8,16", "--unshuffle", "2",
                "--convs", "1", "--patch-size", "32", "--batch-size", "8", "--patches-per-epoch", "64",
                "--lr", "3e-3", "--device", "cpu", *extra)
 
@@ -120,7 +128,7 @@ def squeeze(text: str) -> str:
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
-    return load_model(path).state_dict()
+    return load_model(path)[0].state_dict()
 
 
 def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], atol: float = 1e-6) -> None:
@@ -161,19 +169,23 @@ def test_page_groups_tell_same_bytes_of_different_shapes_apart():
 
 
 @pytest.mark.parametrize("fraction", [0.0, 0.1, 0.2, 0.34, 0.5, 0.9])
-def test_split_by_group_never_straddles_a_group(fraction):
+@pytest.mark.parametrize("sealed", [0.0, 0.15])
+def test_split_by_group_never_straddles_a_group(fraction, sealed):
     rng = np.random.default_rng(42)
     for seed in range(40):
         groups = [int(g) for g in rng.integers(0, int(rng.integers(2, 12)), int(rng.integers(2, 40)))]
-        train_idx, val_idx = split_by_group(groups, fraction, seed)
-        assert sorted(train_idx + val_idx) == list(range(len(groups)))
-        assert not {groups[i] for i in train_idx} & {groups[i] for i in val_idx}
-        assert train_idx  # something always trains
+        split = split_by_group(groups, fraction, seed, sealed)
+        assert sorted(split.train + split.val + split.sealed) == list(range(len(groups)))
+        parts = [{groups[i] for i in part} for part in (split.train, split.val, split.sealed)]
+        assert not parts[0] & parts[1] and not parts[0] & parts[2] and not parts[1] & parts[2]
+        assert split.train  # something always trains
         if fraction == 0 or len(set(groups)) == 1:
-            assert val_idx == [] or len(set(groups)) == 1
+            assert split.val == []
         else:
-            assert val_idx  # a positive fraction holds out at least one group
-        assert split_by_group(groups, fraction, seed) == (train_idx, val_idx)  # repeatable
+            assert split.val  # a positive fraction holds out at least one group
+        assert split_by_group(groups, fraction, seed, sealed) == split  # repeatable
+        # sealing groups away leaves the validation groups as they were
+        assert split_by_group(groups, fraction, seed).val == split.val
 
 
 @pytest.mark.parametrize("fraction", [
@@ -181,8 +193,19 @@ def test_split_by_group_never_straddles_a_group(fraction):
     0.9,
 ])
 def test_split_by_group_with_one_group_keeps_it_for_training(fraction):
-    train_idx, val_idx = split_by_group([0, 0, 0], fraction, 0)
-    assert train_idx == [0, 1, 2] and val_idx == []
+    split = split_by_group([0, 0, 0], fraction, 0, sealed_fraction=fraction)
+    assert split.train == [0, 1, 2] and split.val == split.sealed == []
+
+
+def test_parse_source_reads_folders_weight_and_fractions():
+    assert parse_source("d:c") == Source(clean=Path("c"), dirty=Path("d"))
+    assert parse_source("d:c:2.5") == Source(clean=Path("c"), dirty=Path("d"), weight=2.5)
+    assert parse_source("d:c:weight=0.5,val=0,sealed=0.15") == Source(Path("c"), Path("d"), 0.5, 0.0, 0.15)
+    assert parse_source("c:val=0.1", pairs=False) == Source(clean=Path("c"), val=0.1)
+    for bad in ("d", "d:c:x", "d:c:weight=0", "d:c:colour=1", "d:c:val=1", ":c", "d:c:1:2", "d:c:val=-1"):
+        with pytest.raises(ValueError) as caught:
+            parse_source(bad)
+        assert bad in str(caught.value) and "\n" not in str(caught.value)
 
 
 def test_find_pairs_lists_every_problem(tmp_path):
@@ -251,7 +274,7 @@ def test_training_lowers_validation_rmse_and_writes_a_usable_model(pair_set, tra
     val = val_pages(pair_set)
     assert len(val) == VARIANTS  # 0.2 of 6 page groups: one group, two pages
     torch.manual_seed(0)
-    untrained_rmse = pooled_rmse(build_model(TINY), val, torch.device("cpu"))
+    untrained_rmse = pooled_rmse(Cleaner(build_model(TINY)), val)
 
     history = state["history"]
     assert [h["epoch"] for h in history] == [1, 2, 3] and state["epoch"] == 3
@@ -263,10 +286,10 @@ def test_training_lowers_validation_rmse_and_writes_a_usable_model(pair_set, tra
     assert data_event["train_pages"] == 10 and data_event["val_pages"] == 2
     assert sum(e["event"] == "step" for e in trained["events"]) == 3 * (64 // 8)
 
-    model = load_model(out)
+    model, about = load_model(out)
     assert model.config == TINY
-    assert model.info["best_epoch"] == state["best_epoch"]
-    assert pooled_rmse(model, val, torch.device("cpu")) == pytest.approx(state["best_rmse"], abs=1e-6)
+    assert about.provenance["best_epoch"] == state["best_epoch"]
+    assert pooled_rmse(Cleaner(model), val) == pytest.approx(state["best_rmse"], abs=1e-6)
     assert checkpoint_path(out).exists()
     assert checkpoint_path(out).parent == out.parent
     _, _, ckpt_state = load_checkpoint(checkpoint_path(out))
@@ -287,27 +310,45 @@ def test_explicit_validation_folders(pair_set, tmp_path):
     val_dirty, val_clean = make_pair_set(tmp_path / "val", pages=1, seed=7)
     events: list[dict] = []
     out = tmp_path / "m.safetensors"
-    state = train_from_folders(*pair_set, out, tiny_options(epochs=1), val_dirty=val_dirty, val_clean=val_clean,
-                               device="cpu", on_progress=events.append)
+    state = from_folders(*pair_set, out, tiny_options(epochs=1, val_fraction=0.0),
+                         val_sources=[Source(clean=val_clean, dirty=val_dirty)], device="cpu",
+                         on_progress=events.append)
     data_event = next(e for e in events if e["event"] == "data")
     assert data_event["train_pages"] == PAGES * VARIANTS  # every pair trains
     assert data_event["val_pages"] == VARIANTS
-    assert str(val_dirty) in data_event["validation"]
-    expected = pooled_rmse(load_model(out), load_pairs(find_pairs(val_dirty, val_clean)), torch.device("cpu"))
+    assert data_event["sources"][-1]["use"] == "validation" and data_event["sources"][-1]["dirty"] == str(val_dirty)
+    expected = pooled_rmse(Cleaner(load_model(out)[0]), load_pairs(find_pairs(val_dirty, val_clean)))
     assert state["history"][0]["val_rmse"] == pytest.approx(expected, abs=1e-6)
-    with pytest.raises(TrainingError, match="both"):
-        train_from_folders(*pair_set, tmp_path / "n.safetensors", tiny_options(epochs=1), val_dirty=val_dirty,
-                           device="cpu")
+
+
+def test_several_sources_are_drawn_by_weight_and_split_each_by_group(tmp_path):
+    first, second = make_pair_set(tmp_path / "a", seed=0), make_pair_set(tmp_path / "b", pages=5, seed=3)
+    events: list[dict] = []
+    out = tmp_path / "m.safetensors"
+    sources = [Source(clean=first[1], dirty=first[0], weight=3.0, sealed=0.2),
+               Source(clean=second[1], dirty=second[0], val=0.0)]
+    from_folders_state = train_from_sources(sources, out, tiny_options(epochs=1), device="cpu",
+                                            on_progress=events.append)
+    assert from_folders_state["epoch"] == 1
+    recorded = next(e for e in events if e["event"] == "data")["sources"]
+    assert [(s["train_pages"], s["val_pages"], s["sealed_pages"]) for s in recorded] == [(8, 2, 2), (10, 0, 0)]
+    data = load_model(out)[1].provenance["data"]
+    assert data["sources"] == recorded and data["seed"] == 0
+    # the sampler draws sources in proportion to their weights
+    small = np.zeros((40, 40), np.uint8)
+    sampler = PatchSampler([PageSet([(small, small)], weight=3.0), PageSet([(small + 255, small + 255)])], 16)
+    inputs, _ = sampler.batch(400, np.random.default_rng(0))
+    assert 0.2 < inputs.mean() < 0.3  # a quarter of the patches from the white source
 
 
 def test_resuming_a_finished_run_does_not_restart_it(pair_set, tmp_path):
     out = tmp_path / "m.safetensors"
-    first = train_from_folders(*pair_set, out, tiny_options(epochs=2), device="cpu")
+    first = from_folders(*pair_set, out, tiny_options(epochs=2), device="cpu")
     assert [h["epoch"] for h in first["history"]] == [1, 2]
     before = load_checkpoint(checkpoint_path(out))[0].state_dict()
 
     events: list[dict] = []
-    resumed = train_from_folders(*pair_set, out, tiny_options(epochs=2), resume=True, device="cpu",
+    resumed = from_folders(*pair_set, out, tiny_options(epochs=2), resume=True, device="cpu",
                                  on_progress=events.append)
 
     assert resumed["epoch"] == 2
@@ -325,11 +366,11 @@ def test_resume_after_an_interrupt_matches_an_uninterrupted_run(pair_set, traine
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_from_folders(*pair_set, out, tiny_options(), device="cpu", on_progress=interrupt_after_first_epoch)
+        from_folders(*pair_set, out, tiny_options(), device="cpu", on_progress=interrupt_after_first_epoch)
     assert load_checkpoint(checkpoint_path(out))[2]["epoch"] == 1
 
     epochs_run: list[int] = []
-    state = train_from_folders(*pair_set, out, tiny_options(), resume=True, device="cpu",
+    state = from_folders(*pair_set, out, tiny_options(), resume=True, device="cpu",
                                on_progress=lambda e: e["event"] == "epoch" and epochs_run.append(e["epoch"]))
 
     assert epochs_run == [2, 3]  # continued, not restarted
@@ -346,7 +387,7 @@ def test_resume_after_an_interrupt_matches_an_uninterrupted_run(pair_set, traine
 
 def test_resume_without_a_checkpoint_is_a_training_error(pair_set, tmp_path):
     with pytest.raises(TrainingError, match="no checkpoint"):
-        train_from_folders(*pair_set, tmp_path / "m.safetensors", tiny_options(), resume=True, device="cpu")
+        from_folders(*pair_set, tmp_path / "m.safetensors", tiny_options(), resume=True, device="cpu")
 
 
 def test_unknown_loss_is_a_training_error(tmp_path):
@@ -391,8 +432,8 @@ def test_a_run_that_blows_up_stops_with_the_best_model_kept(pair_set, tmp_path, 
     scale_the_loss(monkeypatch, lambda call: 1000 if call > STEPS_PER_EPOCH else 1)
     out = tmp_path / "m.safetensors"
     with pytest.raises(TrainingError, match="diverged at epoch 2 .*the best model.*lower --lr"):
-        train_from_folders(*pair_set, out, tiny_options(), device="cpu")  # 3 epochs asked for
-    assert load_model(out).info["epoch"] <= 2
+        from_folders(*pair_set, out, tiny_options(), device="cpu")  # 3 epochs asked for
+    assert load_model(out)[1].provenance["epoch"] <= 2
     assert load_checkpoint(checkpoint_path(out))[2]["epoch"] == 2
 
 
@@ -400,7 +441,7 @@ def test_a_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(pair
     scale_the_loss(monkeypatch, lambda call: float("nan") if call == STEPS_PER_EPOCH + 3 else 1)
     out = tmp_path / "m.safetensors"
     with pytest.raises(TrainingError, match="loss became nan at epoch 2; lower --lr. The last good checkpoint"):
-        train_from_folders(*pair_set, out, tiny_options(), device="cpu")
+        from_folders(*pair_set, out, tiny_options(), device="cpu")
     model, _, state = load_checkpoint(checkpoint_path(out))
     assert state["epoch"] == 1
     assert all(torch.isfinite(p).all() for p in model.parameters())
@@ -409,7 +450,7 @@ def test_a_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(pair
 def test_train_command_records_mixed_precision_off(pair_set, tmp_path):
     out = tmp_path / "m.safetensors"
     assert train_cli(*pair_set, out, "--epochs", "1", "--no-amp", "-q").exit_code == 0
-    assert load_model(out).info["options"]["amp"] is False
+    assert load_model(out)[1].provenance["options"]["amp"] is False
 
 
 # --- the train command ----------------------------------------------------------------------------------------
@@ -420,12 +461,14 @@ def test_train_command_end_to_end(pair_set, tmp_path):
     result = train_cli(*pair_set, out, "--epochs", "2")
     assert result.exit_code == 0, result.output
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert lines[0].startswith("10 training pages, 2 validation pages")
+    assert lines[0].startswith("source: ") and "weight 1: 10 training, 2 validation, 0 sealed pages" in lines[0]
+    assert lines[1].startswith("10 training pages, 2 validation pages")
     assert sum(line.startswith("epoch ") for line in lines) == 2
     assert squeeze(f"wrote {out} (epoch ") in squeeze(result.stderr)
-    model = load_model(out)
+    model, about = load_model(out)
     assert model.config == TINY
-    assert model.info["history"][0]["epoch"] == 1 and model.info["epoch"] == model.info["best_epoch"]
+    record = about.provenance
+    assert record["history"][0]["epoch"] == 1 and record["epoch"] == record["best_epoch"]
     assert checkpoint_path(out).exists()
 
 
@@ -434,19 +477,20 @@ def test_train_command_other_losses(pair_set, tmp_path, loss):
     out = tmp_path / f"{loss}.safetensors"
     result = train_cli(*pair_set, out, "--epochs", "1", "--loss", loss, "--quiet")
     assert result.exit_code == 0, result.output
-    assert load_model(out).info["options"]["loss"] == loss
+    assert load_model(out)[1].provenance["options"]["loss"] == loss
     assert squeeze(result.stderr).startswith(squeeze(f"wrote {out} (epoch 1, validation RMSE "))  # --quiet
 
 
 def test_train_command_with_explicit_validation_folders(pair_set, tmp_path):
     val_dirty, val_clean = make_pair_set(tmp_path / "val", pages=1, seed=7)
     out = tmp_path / "m.safetensors"
-    result = train_cli(*pair_set, out, "--epochs", "1", "--val-dirty", val_dirty, "--val-clean", val_clean)
+    result = train_cli(*pair_set, out, "--epochs", "1", "--val-pairs", f"{val_dirty}:{val_clean}",
+                       "--val-fraction", "0")
     assert result.exit_code == 0, result.output
     assert squeeze(f"{PAGES * VARIANTS} training pages, {VARIANTS} validation pages") in squeeze(result.stderr)
-    assert load_model(out).info["val_pages"] == VARIANTS
-    half = train_cli(*pair_set, tmp_path / "n.safetensors", "--epochs", "1", "--val-dirty", val_dirty)
-    assert half.exit_code == 2 and "--val-clean" in half.stderr
+    assert load_model(out)[1].provenance["val_pages"] == VARIANTS
+    half = train_cli(*pair_set, tmp_path / "n.safetensors", "--epochs", "1", "--val-pairs", str(val_dirty))
+    assert half.exit_code == 2 and "expected DIRTY:CLEAN" in half.stderr and not (tmp_path / "n.safetensors").exists()
 
 
 def test_train_command_interrupted_then_resumed(pair_set, tmp_path, monkeypatch):
@@ -491,9 +535,11 @@ def test_train_command_lists_mismatched_pairs(tmp_path):
 
 
 def test_train_command_rejects_bad_widths_and_resume_without_checkpoint(pair_set, tmp_path):
-    bad = cli("train", "--dirty", pair_set[0], "--clean", pair_set[1], "-o", tmp_path / "m.safetensors",
+    bad = cli("train", "--pairs", f"{pair_set[0]}:{pair_set[1]}", "-o", tmp_path / "m.safetensors",
               "--widths", "8,x")
     assert bad.exit_code == 2 and "--widths" in bad.stderr
+    none = cli("train", "-o", tmp_path / "m.safetensors")
+    assert none.exit_code == 2 and "--pairs DIRTY:CLEAN or --pages CLEAN" in none.stderr
     nothing = train_cli(*pair_set, tmp_path / "m.safetensors", "--resume")
     assert nothing.exit_code == 2 and "no checkpoint" in nothing.stderr
 
@@ -515,8 +561,8 @@ def test_noisyoffice_pairs_load_and_group():
     pages = load_pairs(pairs[:6])
     assert all(dirty.shape == clean.shape and dirty.dtype == np.float32 for dirty, clean in pages)
     groups = page_groups([clean for _, clean in pages])
-    train_idx, val_idx = split_by_group(groups, 0.34, 0)
-    assert not {groups[i] for i in train_idx} & {groups[i] for i in val_idx}
+    split = split_by_group(groups, 0.34, 0)
+    assert not {groups[i] for i in split.train} & {groups[i] for i in split.val}
 
 
 def test_contractive_penalty_is_zero_for_a_constant_encoder_and_positive_otherwise():
@@ -537,12 +583,53 @@ def test_contractive_penalty_is_zero_for_a_constant_encoder_and_positive_otherwi
 def test_training_with_the_contractive_penalty_runs_and_records_it(pair_set, tmp_path):
     dirty, clean = pair_set
     options = TrainOptions(model=TINY, epochs=1, patch_size=32, batch_size=4, patches_per_epoch=8, contractive=0.1)
-    state = train_from_folders(dirty, clean, tmp_path / "m.safetensors", options)
-    assert state["epoch"] == 1 and load_model(tmp_path / "m.safetensors").info["options"]["contractive"] == 0.1
+    state = from_folders(dirty, clean, tmp_path / "m.safetensors", options)
+    assert state["epoch"] == 1 and load_model(tmp_path / "m.safetensors")[1].provenance["options"]["contractive"] == 0.1
 
 
 def test_train_cli_builds_the_network_its_options_describe(pair_set, tmp_path):
     out = tmp_path / "k.safetensors"
     result = train_cli(*pair_set, out, "--kernel", "3", "--epochs", "1")
     assert result.exit_code == 0, result.output
-    assert load_model(out).config == {**TINY, "kernel": 3}
+    assert load_model(out)[1].config == {**TINY, "kernel": 3}
+
+
+def test_the_contractive_penalty_changes_the_gradient_only_when_on():
+    from cleandoc.train import _loss, contractive_penalty
+
+    torch.manual_seed(0)
+    model = build_model(TINY)
+    dirty, clean = torch.rand(2, 1, 32, 32), torch.rand(2, 1, 32, 32)
+
+    def gradient(weight: float) -> torch.Tensor:
+        model.zero_grad()
+        torch.manual_seed(1)  # the same random direction for the estimate
+        loss = _loss(model, dirty, clean, "mse")
+        if weight:
+            loss = loss + weight * contractive_penalty(model, dirty)
+        loss.backward()
+        return model.stem[0].weight.grad.clone()
+
+    plain = gradient(0.0)
+    assert torch.equal(gradient(0.0), plain)
+    assert not torch.allclose(gradient(1.0), plain)
+
+
+def test_init_fine_tunes_from_the_given_weights(pair_set, tmp_path):
+    torch.manual_seed(11)
+    start = build_model(TINY)
+    with torch.no_grad():
+        start.head.bias.fill_(1.5)  # a mark no fresh network has
+    from cleandoc.store import save_model
+
+    save_model(start, tmp_path / "start.safetensors")
+    out = tmp_path / "tuned.safetensors"
+    state = from_folders(*pair_set, out, tiny_options(epochs=1, lr=1e-9), init=tmp_path / "start.safetensors",
+                         device="cpu")
+    tuned, about = load_model(out)
+    assert state["epoch"] == 1 and about.provenance["initialised_from"] == str(tmp_path / "start.safetensors")
+    for key, value in start.state_dict().items():  # a tiny learning rate: still the starting weights
+        assert torch.allclose(tuned.state_dict()[key], value, atol=1e-6), key
+    fresh = from_folders(*pair_set, tmp_path / "fresh.safetensors", tiny_options(epochs=1, lr=1e-9), device="cpu")
+    assert fresh["epoch"] == 1
+    assert not torch.allclose(load_model(tmp_path / "fresh.safetensors")[0].head.bias, start.head.bias)

@@ -1,0 +1,108 @@
+"""The front door: `Cleaner.load(...)` once, then `.clean(page)`, `.clean_file(src, dst)` or `.clean_files(jobs)`.
+
+Everything that cleans comes in here: the command line, `evaluate`, training's validation, the benchmarks and
+any integration. The device, the precision and the tiles are decided here, once, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .clean import PageResult, Summary, clean_pages
+from .files import Job
+from .imageio import PageError, to_gray
+from .models import Denoiser
+from .options import CleanOptions, RunOptions
+from .runtime import autocast_dtype, pick_device, release_freed_memory, set_threads
+from .store import ModelInfo, load_model
+from .tiling import default_batch, plan_tile, run
+
+
+class Cleaner:
+    """A model ready to clean pages: on its device, in its precision, with its tiling.
+
+    `Cleaner.load` reads a model file (or a shipped model by name); the constructor wraps a model already in
+    memory (training validates with one).
+    """
+
+    def __init__(self, model: Denoiser, info: ModelInfo | None = None, device: torch.device | str = "cpu",
+                 dtype: torch.dtype | None = None, tile: int = RunOptions.tile,
+                 batch_size: int = RunOptions.batch_size):
+        self.model, self.info = model, info
+        self.device, self.dtype = torch.device(device), dtype
+        self.tile, self.batch_size = tile, batch_size or default_batch(self.device)
+
+    @classmethod
+    def load(cls, model: str | os.PathLike = "default", device: str = RunOptions.device,
+             precision: str = RunOptions.precision, threads: int | None = RunOptions.threads,
+             tile: int = RunOptions.tile, batch_size: int = RunOptions.batch_size) -> Cleaner:
+        """A shipped model by name ("default", "fast") or a model file; `device` auto|cpu|cuda|cuda:N, `precision`
+        auto|fp32|fp16|bf16, `threads` for the CPU (None: one per core). ValueError for a device, precision or
+        thread count that cannot be, `store.ModelFileError` for a file that is not a usable model."""
+        set_threads(threads)
+        where = pick_device(device)
+        dtype = autocast_dtype(precision, where)
+        net, info = load_model(model, where)
+        return cls(net, info, where, dtype, tile, batch_size)
+
+    def run(self, page: np.ndarray, out_dtype: type = np.uint8, out: np.ndarray | None = None,
+            on_batch: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """The cleaned 2-D page (gray samples: uint8, uint16 or float in [0, 1]) as `out_dtype` (uint8 or float32),
+        possibly into `out` (which may be `page` itself). On a GPU that runs out of memory the tiles are halved
+        and the page is tried again, as long as nothing of it has been written yet."""
+        tile = (self.tile, self.tile) if self.tile else plan_tile(
+            self.model, self.device, page.shape, self.batch_size,
+            page.nbytes + (0 if out is page else page.size * np.dtype(out_dtype).itemsize))
+        batches_done = 0
+
+        def after_batch(done: int, total: int) -> None:
+            nonlocal batches_done
+            batches_done = done
+            if self.device.type == "cpu":
+                release_freed_memory()
+            if on_batch:
+                on_batch(done, total)
+
+        while True:
+            try:
+                return run(self.model, page, tile, self.batch_size, self.device, self.dtype, out_dtype, out,
+                           after_batch)
+            except torch.cuda.OutOfMemoryError:
+                smallest = self.model.size_multiple
+                if (out is page and batches_done) or max(tile) <= smallest:
+                    raise
+                torch.cuda.empty_cache()
+                tile = (max(smallest, tile[0] // 2), max(smallest, tile[1] // 2))
+
+    def clean(self, page: np.ndarray) -> np.ndarray:
+        """A cleaned copy of a page given as a NumPy array: uint8, uint16 or float in [0, 1]; gray (H×W), RGB
+        (H×W×3) or RGBA (H×W×4, transparent areas count as paper), in RGB order as Pillow gives it. Returns the
+        gray H×W page as uint8 for uint8, uint16 for uint16 and float32 in [0, 1] for floats."""
+        gray = to_gray(page, order="rgb")
+        if page.dtype == np.uint8:
+            return self.run(gray if gray.dtype == np.uint8 else np.rint(gray * 255).astype(np.uint8))
+        cleaned = self.run(gray, out_dtype=np.float32)
+        if page.dtype == np.uint16:
+            return np.rint(cleaned * 65535).astype(np.uint16)
+        return cleaned
+
+    def clean_files(self, jobs: list[Job], options: CleanOptions = CleanOptions(),
+                    on_page: Callable[[PageResult], None] | None = None) -> Summary:
+        """Clean every job (input file → output file) as `cleandoc clean` does: pages decoded and encoded on
+        worker threads while the model runs, written atomically, a bad page reported and the rest cleaned."""
+        return clean_pages(jobs, self, options, on_page)
+
+    def clean_file(self, src: str | os.PathLike, dst: str | os.PathLike, binarize: bool = False) -> list[str]:
+        """Clean one image file into `dst` (its format from the extension; 1-bit with `binarize`), replacing it.
+        Returns the page's warnings (e.g. one that may have lost its text); raises PageError naming the file
+        when it cannot be read or written."""
+        [result] = self.clean_files([Job(Path(src), Path(dst))], CleanOptions(overwrite=True, binarize=binarize,
+                                                                             workers=1)).results
+        if result.status == "failed":
+            raise PageError(f"{src}: {result.reason}")
+        return result.warnings
