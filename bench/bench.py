@@ -11,7 +11,10 @@ Rows, each on pages held out from the model's training:
   contrast (`noise.faint_ink`: toned, unevenly lit paper, mild blur and noise): printed pages (rendered ones and
   the validation pages' clean targets) and handwritten ones (the DIBCO year's ground truth);
 - scale: the F-measure on rendered pages at 100 to 600 dpi with faint ink and random degradations;
-- speed: CPU seconds to clean an A4 page at 300 dpi, the network alone, median of --repeats.
+- PDF: the bytes of a scanned PDF and of its cleaned versions, grey and binarised;
+- speed: CPU seconds to clean an A4 page at 300 dpi, the network alone, median of --repeats;
+- OCR, in a table of its own: Tesseract's character error rate on the held-out NoisyOffice pages and the DIBCO
+  year's printed pages, beside doing nothing and unpaper with OCRmyPDF's --clean settings.
 The data come from --data (../shared/data; absent, those rows say so). With --write FILE the tables replace this
 script's section of FILE (docs/benchmarks.md), stamped with the commit, date, CPU and torch version.
 """
@@ -22,6 +25,7 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,6 +40,7 @@ from cleandoc.imageio import read_gray, to_uint8, to_unit_float
 from cleandoc.metrics import CLASSIC_BINARISERS, binarize, classic_binary, dibco_scores, ink_kept
 from cleandoc.models import multiply_adds_per_pixel
 from cleandoc.noise import DEFAULT_STRENGTH, corrupt, faint, faint_ink, random_recipe
+from cleandoc.ocr import OCR_METHODS, OcrError, score_ocr
 from cleandoc.runtime import PRECISIONS
 from cleandoc.store import ModelFileError
 from cleandoc.synth import render_page
@@ -187,12 +192,68 @@ def speed_rows(bench: Bench, repeats: int) -> list[tuple]:
              f"{model_seconds(bench.cleaner, page, repeats):.2f}")]
 
 
-def table(name: str, cleaner: Cleaner, rows: list[tuple]) -> str:
+def ocr_rows(bench: Bench, part: str, year: str) -> list[tuple]:
+    """Tesseract's character error rate on the held-out NoisyOffice pages and the DIBCO year's printed pages,
+    each beside doing nothing and unpaper with OCRmyPDF's --clean settings (`cleandoc evaluate --ocr`)."""
+    rows = []
+    try:
+        office = [p for p in held_out_pairs(bench.info, part) if "dibco" not in str(p.dirty)]
+    except PairingError:
+        office = []
+    folder = bench.data / "dibco" / year
+    printed = [p for p in find_pairs(folder / "original", folder / "gt") if p.name.startswith("P")] \
+        if folder.is_dir() else []
+    for label, pairs in ((f"NoisyOffice-style pages ({len(office)})", office),
+                         (f"DIBCO {year} printed pages ({len(printed)})", printed)):
+        if not pairs:
+            continue
+        try:
+            report = score_ocr(pairs, bench.cleaner)
+        except OcrError as exc:
+            return [(f"OCR: {exc}",)]
+        rows.append((f"{label}: Tesseract's character error rate (lower is better)",
+                     *(f"{report.cer(m):.1%}" for m in OCR_METHODS)))
+    return rows
+
+
+def pdf_rows(bench: Bench) -> list[tuple]:
+    """Bytes of a scanned PDF (its pages as JPEG at quality 85, as scanners write them) and of what `cleandoc
+    clean` makes of it, grey (lossless) and binarised (CCITT G4): rendered A4 pages at 300 dpi with faint ink and
+    random degradations."""
+    import img2pdf
+
+    from cleandoc.clean import clean_document
+    from cleandoc.files import Job
+    from cleandoc.imageio import encode_page
+    from cleandoc.options import CleanOptions
+
+    pages = []
+    for index in range(2):
+        rng = np.random.default_rng([RENDER_SEED, 11, index])
+        clean = render_page(rng, 300)
+        pages.append(encode_page(corrupt(faint(clean, 0.5, rng), random_recipe(rng), rng), ".jpg", jpeg_quality=85))
+    with tempfile.TemporaryDirectory() as folder:
+        source = Path(folder) / "scan.pdf"
+        source.write_bytes(img2pdf.convert(pages, layout_fun=img2pdf.get_fixed_dpi_layout_fun((300, 300))))
+        sizes = {}
+        for binary in (False, True):
+            out = Path(folder) / f"out-{binary}.pdf"
+            result = clean_document(Job(source, out, "document"), bench.cleaner, CleanOptions(binarize=binary))
+            if result.status != "cleaned":
+                return [(f"PDF: {result.reason}",)]
+            sizes[binary] = out.stat().st_size
+        size_in = source.stat().st_size
+    return [("2-page scanned PDF, A4 at 300 dpi (JPEG pages): bytes in → grey out (Flate) → binarised out (G4)",
+             f"{size_in:,}", "", "", f"{sizes[False]:,} ({sizes[False] / size_in:.2f}×) → {sizes[True]:,} "
+             f"({sizes[True] / size_in:.2f}×)")]
+
+
+def table(name: str, cleaner: Cleaner, rows: list[tuple], columns: tuple[str, ...] = COLUMNS) -> str:
     info = cleaner.info
     head = [f"### `{name}`", "", f"`{json.dumps(info.config)}`: {info.parameters:,} parameters, "
             f"{multiply_adds_per_pixel(cleaner.model):,.0f} multiply-adds per pixel", "",
-            f"| figure | {' | '.join(COLUMNS)} |", "|---|" + "---:|" * len(COLUMNS)]
-    body = [f"| {row[0]} | " + (" | ".join(row[1:]) + " |" if len(row) > 1 else " |" * len(COLUMNS)) for row in rows]
+            f"| figure | {' | '.join(columns)} |", "|---|" + "---:|" * len(columns)]
+    body = [f"| {row[0]} | " + (" | ".join(row[1:]) + " |" if len(row) > 1 else " |" * len(columns)) for row in rows]
     return "\n".join(head + body)
 
 
@@ -206,8 +267,8 @@ def main() -> int:
     parser.add_argument("--dibco-year", default="2016", help="the held-out DIBCO year (default 2016)")
     parser.add_argument("--sealed-year", default="2011", help="the sealed DIBCO year (default 2011)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--skip", action="append", default=[], choices=("noisyoffice", "dibco", "faint", "scale",
-                                                                         "speed"), help="leave a group of rows out")
+    parser.add_argument("--skip", action="append", default=[], help="leave a group of rows out: noisyoffice, "
+                        "dibco, faint, scale, speed, pdf, ocr")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="as cleandoc clean --precision (default fp32, the same arithmetic on every CPU)")
     parser.add_argument("--device", default="cpu", help="as cleandoc clean --device (default cpu)")
@@ -232,10 +293,15 @@ def main() -> int:
             rows += faint_rows(bench, faint_pages(bench, args.dibco_year))
         if "scale" not in args.skip:
             rows += scale_rows(bench)
+        if "pdf" not in args.skip:
+            rows += pdf_rows(bench)
         if "speed" not in args.skip:
             rows += speed_rows(bench, args.repeats)
         tables.append(table(name, cleaner, rows))
         print(tables[-1] + "\n", flush=True)
+        if "ocr" not in args.skip and (ocr := ocr_rows(bench, part, year)):
+            tables.append(table(f"{name}: OCR", cleaner, ocr, OCR_METHODS).replace("### ", "#### ", 1))
+            print(tables[-1] + "\n", flush=True)
     header = (f"Measured with `python bench/bench.py {' '.join(sys.argv[1:])}` ({stamp()}; {args.precision} on "
               f"{cleaners[0][1].device}). Pages held out from training: {'sealed' if args.sealed else 'validation'} "
               f"NoisyOffice page groups and DIBCO {year}.")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .clean import PageResult, Summary, clean_pages
+from .clean import PageResult, Summary, clean_document, clean_pages
 from .files import Job
 from .imageio import PageError, to_gray
 from .models import Denoiser
@@ -96,6 +96,17 @@ class Cleaner:
         """Clean every job (input file → output file) as `cleandoc clean` does: pages decoded and encoded on
         worker threads while the model runs, written atomically, a bad page reported and the rest cleaned."""
         return clean_pages(jobs, self, options, on_page)
+
+    def clean_document(self, src: str | os.PathLike, dst: str | os.PathLike, binarize: bool = False,
+                       dpi: float | None = None, jpeg_quality: int | None = None) -> list[str]:
+        """Clean a PDF or multi-page TIFF into `dst`, a document of the same kind (same pages, sizes and resolution),
+        replacing it; as `clean_file` otherwise. `dpi` renders pages that are not one scanned image at that
+        resolution; `jpeg_quality` writes PDF pages as JPEG instead of losslessly."""
+        options = CleanOptions(overwrite=True, binarize=binarize, dpi=dpi, jpeg_quality=jpeg_quality)
+        result = clean_document(Job(Path(src), Path(dst), "document"), self, options)
+        if result.status == "failed":
+            raise PageError(f"{src}: {result.reason}")
+        return result.warnings
 
     def clean_file(self, src: str | os.PathLike, dst: str | os.PathLike, binarize: bool = False) -> list[str]:
         """Clean one image file into `dst` (its format from the extension; 1-bit with `binarize`), replacing it.

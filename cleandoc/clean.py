@@ -18,10 +18,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from .documents import DocumentWriter, read_document
 from .files import Job
 from .imageio import (
+    JPEG_QUALITY,
     PageError,
-    read_gray,
+    read_image,
     remove_stale_temporaries,
     to_uint8,
     to_unit_float,
@@ -53,6 +55,7 @@ class PageResult:
     megapixels: float = 0.0
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    pages: int = 1  # pages written (a document's)
 
 
 @dataclass
@@ -82,21 +85,32 @@ def default_workers() -> int:
     return usable_cores()
 
 
-def _read(job: Job, max_pixels: int) -> tuple[np.ndarray | PageResult, np.ndarray | None]:
-    """The decoded page and the dark strokes in it (what the cleaned page is checked against: the page itself
-    may be cleaned in place), or the failure and None."""
+@dataclass
+class _Decoded:
+    """A decoded page with what it is checked against (the page itself may be cleaned in place) and its dpi."""
+
+    page: np.ndarray
+    strokes: np.ndarray
+    dpi: tuple[float, float] | None
+
+
+def _strokes(page: np.ndarray) -> np.ndarray:
+    return dark_strokes(page if page.dtype == np.uint8 else to_uint8(to_unit_float(page)))
+
+
+def _read(job: Job, max_pixels: int) -> _Decoded | PageResult:
     try:
-        page = read_gray(job.source, max_pixels)
+        page, dpi = read_image(job.source, max_pixels)
     except PageError as exc:
-        return PageResult(job, "failed", str(exc)), None
-    return page, dark_strokes(page if page.dtype == np.uint8 else to_uint8(to_unit_float(page)))
+        return PageResult(job, "failed", str(exc))
+    return _Decoded(page, _strokes(page), dpi)
 
 
 def _decoded_bytes(read: Future, estimate: int) -> int:
     if not read.done():
         return estimate
-    page, _ = read.result()
-    return page.nbytes if isinstance(page, np.ndarray) else 0
+    decoded = read.result()
+    return decoded.page.nbytes if isinstance(decoded, _Decoded) else 0
 
 
 def erasure_warning(cleaned: np.ndarray, strokes: np.ndarray) -> str | None:
@@ -108,11 +122,12 @@ def erasure_warning(cleaned: np.ndarray, strokes: np.ndarray) -> str | None:
             "text or drawings; check the page")
 
 
-def _write(job: Job, cleaned: np.ndarray, strokes: np.ndarray, binarize: bool, begun: float) -> PageResult:
-    warning = erasure_warning(cleaned, strokes)
+def _write(job: Job, cleaned: np.ndarray, decoded: _Decoded, options: CleanOptions, begun: float) -> PageResult:
+    warning = erasure_warning(cleaned, decoded.strokes)
     try:
         job.output.parent.mkdir(parents=True, exist_ok=True)
-        write_page(job.output, cleaned, binary=binarize)
+        write_page(job.output, cleaned, binary=options.binarize, dpi=decoded.dpi,
+                   jpeg_quality=options.jpeg_quality or JPEG_QUALITY)
     except PageError as exc:
         return PageResult(job, "failed", str(exc))
     except OSError as exc:  # e.g. the output folder cannot be created
@@ -127,6 +142,47 @@ def _clean(page: np.ndarray, job: Job, cleaner: Cleaner) -> np.ndarray | PageRes
         return cleaner.run(page, out_dtype=np.uint8, out=page if page.dtype == np.uint8 else None)
     except torch.cuda.OutOfMemoryError:
         return PageResult(job, "failed", "out of GPU memory even with smaller tiles (try --tile or --batch-size)")
+
+
+def clean_document(job: Job, cleaner: Cleaner, options: CleanOptions) -> PageResult:
+    """Clean a PDF or multi-page TIFF page by page, one page in memory at a time, into a document of the same
+    kind written atomically, or (a "split" job) into one image per page, each written atomically and skipped on a
+    rerun when it exists. Page warnings name their page."""
+    begun = time.perf_counter()
+    warnings, pages, megapixels = [], 0, 0.0
+    writer = None
+    try:
+        job.output.parent.mkdir(parents=True, exist_ok=True)
+        if job.kind == "document":
+            writer = DocumentWriter(job.output, options.binarize, options.jpeg_quality)
+        for number, page in enumerate(read_document(job.source, options.dpi, options.max_pixels), start=1):
+            target = job.page_output(number, options.page_extension) if job.kind == "split" else None
+            if target is not None and target.exists() and not options.overwrite:
+                continue
+            strokes = _strokes(page.pixels)
+            cleaned = _clean(page.pixels, job, cleaner)
+            if isinstance(cleaned, PageResult):
+                raise PageError(f"page {number}: {cleaned.reason}")
+            if warning := erasure_warning(cleaned, strokes):
+                warnings.append(f"page {number}: {warning}")
+            if writer:
+                writer.add(cleaned, page)
+            else:
+                write_page(target, cleaned, binary=options.binarize, dpi=page.dpi,
+                           jpeg_quality=options.jpeg_quality or JPEG_QUALITY)
+            pages += 1
+            megapixels += cleaned.size / 1e6
+        if writer:
+            writer.finish()
+    except PageError as exc:
+        return PageResult(job, "failed", str(exc))
+    except OSError as exc:
+        return PageResult(job, "failed", f"cannot write output: {exc.strerror or exc}")
+    finally:
+        if writer:
+            writer.abort()
+    return PageResult(job, "cleaned", megapixels=megapixels, seconds=time.perf_counter() - begun,
+                      warnings=warnings, pages=pages)
 
 
 def clean_pages(jobs: list[Job], cleaner: Cleaner, options: CleanOptions,
@@ -158,10 +214,12 @@ def clean_pages(jobs: list[Job], cleaner: Cleaner, options: CleanOptions,
             if (reading or writing) and (not largest or held() + largest > PIPELINE_MEMORY):
                 return
             index, job = waiting.popleft()
-            if job.output.exists() and not options.overwrite:
+            if job.kind != "split" and job.output.exists() and not options.overwrite:
                 outcomes[index] = PageResult(job, "skipped", "output exists (use --overwrite to replace it)")
-            else:
+            elif job.kind == "page":
                 reading.append((index, job, pool.submit(_read, job, options.max_pixels), time.perf_counter()))
+            else:  # a document streams its pages through the model itself, in this thread
+                reading.append((index, job, None, time.perf_counter()))
 
     def report(all_done: bool = False) -> None:
         nonlocal reported
@@ -187,17 +245,24 @@ def clean_pages(jobs: list[Job], cleaner: Cleaner, options: CleanOptions,
                     start_reads()
                     continue
                 index, job, read, begun = reading.popleft()
-                page, strokes = read.result()
+                if read is None:
+                    outcomes[index] = clean_document(job, cleaner, options)
+                    start_reads()
+                    report()
+                    continue
+                decoded = read.result()
                 del read  # it holds the decoded page too, which must go as soon as the cleaned one exists
-                if strokes is not None:
-                    largest = max(largest, page.nbytes)
-                    page = _clean(page, job, cleaner)
+                page = decoded
+                if isinstance(decoded, _Decoded):
+                    largest = max(largest, decoded.page.nbytes)
+                    page = _clean(decoded.page, job, cleaner)
+                    decoded.page = None  # cleaned in place or no longer needed
                 if isinstance(page, PageResult):
                     outcomes[index] = page
                 else:
-                    outcomes[index] = write = pool.submit(_write, job, page, strokes, options.binarize, begun)
+                    outcomes[index] = write = pool.submit(_write, job, page, decoded, options, begun)
                     writing.append((write, page.nbytes))
-                del page  # the encoder holds the only reference: its memory goes back as soon as it is written
+                del page, decoded  # the encoder holds the only reference: its memory goes as soon as it is written
                 start_reads()
                 report()
         except KeyboardInterrupt:

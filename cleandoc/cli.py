@@ -5,6 +5,7 @@ The only module that knows about terminals (Typer and Rich live here and nowhere
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from enum import Enum
@@ -25,7 +26,15 @@ from rich.progress import (
 
 from . import __version__
 from .noise import NOISE_NAMES
-from .options import DEFAULT_ARCHITECTURE, PRECISIONS, CleanOptions, RunOptions, TrainOptions, default, help_text
+from .options import (
+    DEFAULT_ARCHITECTURE,
+    PRECISIONS,
+    CleanOptions,
+    RunOptions,
+    TrainOptions,
+    default,
+    help_text,
+)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Clean scanned document pages with a learned denoising autoencoder.")
@@ -77,6 +86,9 @@ def _version(value: bool) -> None:
 def main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                                help="Print the version and exit.")] = False) -> None:
     """Clean scanned document pages with a learned denoising autoencoder."""
+    # The PDF libraries log their repairs of damaged files as warnings; what matters of them reaches the user as
+    # one line per file, so without a handler of its own a library warning is not printed.
+    logging.getLogger().addHandler(logging.NullHandler())
 
 
 def _cleaner(model: Optional[str], device: str, precision, threads: Optional[int] = None, tile: int = 0,
@@ -112,17 +124,29 @@ def _summary_record(summary, problems: list[tuple[str, str]]) -> dict:
 
 
 def _single_file(inputs: list[str], output: Path) -> bool:
-    """One input file (or -) and an output that names a file (an image extension, or -): file to file."""
+    """One input file (or -) and an output that names a file (an image or document extension, or -): file to
+    file."""
+    from .documents import PDF_EXTENSIONS
     from .imageio import WRITE_EXTENSIONS
 
     one_file = len(inputs) == 1 and (inputs[0] == "-" or Path(inputs[0]).is_file())
-    return one_file and (str(output) == "-" or output.suffix.lower() in WRITE_EXTENSIONS)
+    return one_file and (str(output) == "-" or output.suffix.lower() in WRITE_EXTENSIONS | PDF_EXTENSIONS)
+
+
+def _stdin_name(data: bytes) -> str:
+    """A name for the page read from standard input, whose extension says whether it is a document."""
+    if data.startswith(b"%PDF-"):
+        return "stdin.pdf"
+    if data.startswith((b"II*\0", b"MM\0*")):
+        return "stdin.tif"
+    return "stdin"
 
 
 @app.command(epilog=EXIT_CODES)
 def clean(
-    inputs: Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns; - reads one page from "
-                                                     "standard input.", show_default=False)],
+    inputs: Annotated[list[str], typer.Argument(help="Image and document (PDF, multi-page TIFF) files, folders or "
+                                                     "glob patterns; - reads one from standard input.",
+                                                show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="The folder for the cleaned pages; for one input "
                                                                 "file, the output file itself (its extension "
                                                                 "sets the format; - writes to standard output).",
@@ -132,6 +156,11 @@ def clean(
     fmt: Annotated[OutputFormat, typer.Option("--format", help="Output format of pages written into a folder or to "
                                                                "standard output.")] = OutputFormat.png,
     binarize: Annotated[bool, _clean_option("binarize", "--binarize")] = CleanOptions.binarize,
+    split: Annotated[bool, typer.Option("--split", help="Write a document's pages as images (NAME-0001.png ...) "
+                                                        "instead of a document of its own kind.")] = False,
+    dpi: Annotated[Optional[float], _clean_option("dpi", min=10, max=4800, show_default=False)] = CleanOptions.dpi,
+    jpeg_quality: Annotated[Optional[int], _clean_option("jpeg_quality", min=1, max=100, show_default=False)] = \
+        CleanOptions.jpeg_quality,
     overwrite: Annotated[bool, _clean_option("overwrite")] = CleanOptions.overwrite,
     tile: Annotated[int, _run_option("tile", min=0)] = RunOptions.tile,
     batch_size: Annotated[int, _run_option("batch_size", min=0)] = RunOptions.batch_size,
@@ -146,10 +175,12 @@ def clean(
                                                       show_default=False)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors and warnings.")] = False,
 ) -> None:
-    """Clean pages and write them, same size and name, under OUTPUT (or one file to OUTPUT)."""
+    """Clean pages and documents and write them, same size, resolution and name, under OUTPUT (or one file to
+    OUTPUT)."""
     import json
     import tempfile
 
+    from .documents import is_document
     from .files import Job, Plan, parse_shard, plan_jobs
     from .imageio import WRITE_FORMATS, write_atomically
 
@@ -166,7 +197,8 @@ def clean(
     if not single and "-" in inputs:
         raise _fail("- (standard input) is one page: give it alone, with -o FILE or -o -")
     cleaner = _cleaner(model, device, precision, threads, tile, batch_size)
-    options = CleanOptions(overwrite=overwrite, binarize=binarize, workers=workers)
+    options = CleanOptions(overwrite=overwrite, binarize=binarize, workers=workers, dpi=dpi, jpeg_quality=jpeg_quality,
+                           page_extension=WRITE_FORMATS[fmt.value])
     progress = _progress(quiet)
     started = time.perf_counter()
     cleaned_megapixels = 0.0
@@ -177,8 +209,9 @@ def clean(
             (progress.console if progress else err).print(f"{result.job.source}: {result.reason}",
                                                           markup=False, soft_wrap=True)
         elif not quiet and not progress:
+            pages = f"{result.pages} pages, " if result.job.kind != "page" else ""
             err.print(f"{result.status} {result.job.source} -> {result.job.output}"
-                      + (f" ({result.seconds:.1f} s)" if result.status == "cleaned" else ""),
+                      + (f" ({pages}{result.seconds:.1f} s)" if result.status == "cleaned" else ""),
                       markup=False, soft_wrap=True)
         for warning in result.warnings:
             (progress.console if progress else err).print(f"warning: {result.job.source}: {warning}",
@@ -192,14 +225,23 @@ def clean(
         if single:
             source = Path(inputs[0])
             if inputs[0] == "-":
-                source = Path(scratch) / "stdin"
-                source.write_bytes(sys.stdin.buffer.read())
+                data = sys.stdin.buffer.read()
+                source = Path(scratch) / _stdin_name(data)
+                source.write_bytes(data)
+            kind = "document" if is_document(source) else "page"
+            if kind == "document" and str(output) == "-":
+                extension = ".pdf" if source.suffix.lower() == ".pdf" else ".tif"
             target = Path(scratch) / f"stdout{extension}" if str(output) == "-" else output
             if str(output) != "-" and target.resolve() == source.resolve():
                 raise _fail(f"{source}: output would overwrite the input")
-            plan = Plan([Job(source, target)], [], 1)
+            if (kind == "document") != (target.suffix.lower() in (".pdf", *(
+                    (".tif", ".tiff") if source.suffix.lower() != ".pdf" else ()))):
+                raise _fail(f"{target}: a {'document' if kind == 'document' else 'page'} is written as "
+                            f"{'a document of its own kind' if kind == 'document' else 'an image'}; name an output "
+                            "of that kind, or a folder")
+            plan = Plan([Job(source, target, kind)], [], 1)
         else:
-            plan = plan_jobs(inputs, output, extension, recursive, shard_range)
+            plan = plan_jobs(inputs, output, extension, recursive, shard_range, split)
         for source, reason in plan.problems:
             err.print(f"{source}: {reason}", markup=False, soft_wrap=True)
         if progress:
@@ -391,10 +433,14 @@ def evaluate(
     binary: Annotated[bool, typer.Option("--binary", help="Score binarised pages against binary ground truth "
                                                           "(DIBCO F-measure, PSNR, DRD), beside doing nothing, "
                                                           "Otsu and Sauvola.")] = False,
+    ocr: Annotated[bool, typer.Option("--ocr", help="Score what Tesseract reads: character error rate against the "
+                                                    "text beside each page (NAME.txt) or read on its clean target, "
+                                                    "beside doing nothing and unpaper with OCRmyPDF's --clean "
+                                                    "settings.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the totals.")] = False,
 ) -> None:
-    """Score a model on page pairs: pooled RMSE, PSNR and SSIM beside doing nothing, or with --binary the DIBCO
-    figures beside classic binarisers."""
+    """Score a model on page pairs: pooled RMSE, PSNR and SSIM beside doing nothing; with --binary the DIBCO
+    figures beside classic binarisers; with --ocr Tesseract's character error rate beside unpaper."""
     import json
 
     from rich.table import Table
@@ -403,9 +449,12 @@ def evaluate(
     from .evaluate import BINARY_METHODS, contact_sheet, evaluate_binary
     from .evaluate import evaluate as run_evaluation
     from .imageio import write_atomically
+    from .ocr import OCR_METHODS, OcrError, score_ocr
 
     if (dirty is None or clean is None) == (held_out is None):
         raise _fail("give --dirty and --clean, or --held-out val|sealed")
+    if binary and ocr:
+        raise _fail("--binary and --ocr score different things: give one")
     cleaner = _cleaner(model, device, precision, threads, tile, batch_size)
     try:
         pairs = find_pairs(dirty, clean) if held_out is None else held_out_pairs(cleaner.info.provenance,
@@ -414,13 +463,26 @@ def evaluate(
             raise _fail(f"{cleaner.info.source}: its file records no {held_out.value} pages")
         if binary:
             report = evaluate_binary(pairs, cleaner)
+        elif ocr:
+            report = score_ocr(pairs, cleaner)
         else:
             report, rows = run_evaluation(pairs, cleaner, worst=worst if sheet else 0)
-    except PairingError as exc:
+    except (PairingError, OcrError) as exc:
         raise _fail(str(exc)) from None
     out = Console(highlight=False)
     table = Table(title=f"{cleaner.info.source} on {len(report.pages)} pages", title_justify="left")
-    if binary:
+    if ocr:
+        table.add_column("page", no_wrap=True)
+        table.add_column("characters", justify="right")
+        for method in OCR_METHODS:
+            table.add_column(f"CER {method}", justify="right")
+        if not quiet:
+            for p in report.pages:
+                table.add_row(p.name, str(p.characters), *(f"{p.cer(m):.2%}" for m in OCR_METHODS))
+            table.add_section()
+        table.add_row("all (pooled)", str(sum(p.characters for p in report.pages)),
+                      *(f"{report.cer(m):.2%}" for m in OCR_METHODS), style="bold")
+    elif binary:
         table.add_column("page", no_wrap=True)
         for method in BINARY_METHODS:
             table.add_column(f"{method}\nFM / PSNR / DRD", justify="right")
@@ -450,7 +512,7 @@ def evaluate(
         if json_path:
             write_atomically(json_path, json.dumps({"model": cleaner.info.source, **report.to_dict()},
                                                    indent=2).encode())
-        if sheet and not binary:
+        if sheet and not (binary or ocr):
             contact_sheet(rows, sheet, sheet_height)
             err.print(f"wrote {sheet} ({len(rows)} worst pages)", markup=False, soft_wrap=True)
     except OSError as exc:

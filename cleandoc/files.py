@@ -15,16 +15,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"})  # compared lower-cased
+DOCUMENT_EXTENSIONS = frozenset({".pdf"})  # and multi-page TIFFs, found by their content
 GLOB_CHARACTERS = "*?["
 SHARD_RULE = "shard must be K/N with 1 <= K <= N"
 
 
 @dataclass(frozen=True)
 class Job:
-    """One page to clean: the input file as found (not resolved) and where its clean version goes."""
+    """One page or document to clean: the input file as found (not resolved) and where its clean version goes.
+
+    kind "page": an image, written to `output`. kind "document": a PDF or multi-page TIFF, written as one document
+    of its own kind to `output`. kind "split": a document whose pages are written as images, `output` with
+    "-0001" and the page's extension added for page 1 (see `page_output`)."""
 
     source: Path
     output: Path
+    kind: str = "page"
+
+    def page_output(self, number: int, extension: str) -> Path:
+        """Where page `number` of a split document goes."""
+        return self.output.with_name(f"{self.output.name}-{number:04d}{extension}")
 
 
 @dataclass
@@ -42,8 +52,11 @@ def plan_jobs(
     extension: str = ".png",
     recursive: bool = False,
     shard: tuple[int, int] | None = None,
+    split: bool = False,
 ) -> Plan:
     """Expand `inputs` into jobs writing to `outdir`, sorted by output path, keeping shard K of N round-robin.
+    Images get `extension`; documents (PDFs, multi-page TIFFs) keep their own kind, or with `split` become one
+    image per page.
 
     Problems are reported in every shard: they are few, and each machine's user should see them.
     """
@@ -57,17 +70,17 @@ def plan_jobs(
 
     # Sorting before deduplicating makes "the first" independent of the order the inputs were typed in.
     candidates = sorted(
-        ((source, outdir / relative.with_suffix(extension)) for source, relative in found),
+        (_output(source, outdir / relative, extension, split) for source, relative in found),
         key=lambda candidate: (candidate[1].as_posix(), candidate[0].as_posix()),
     )
     input_by_resolved: dict[Path, Path] = {}
-    for source, _ in candidates:
+    for source, _, _ in candidates:
         input_by_resolved.setdefault(source.resolve(), source)
 
     jobs: list[Job] = []
     seen_sources: set[Path] = set()
     first_source_by_output: dict[Path, Path] = {}
-    for source, output in candidates:
+    for source, output, kind in candidates:
         source_resolved = source.resolve()
         if source_resolved in seen_sources:
             continue
@@ -84,10 +97,23 @@ def plan_jobs(
             problems.append((str(source), reason))
             continue
         first_source_by_output[output] = source
-        jobs.append(Job(source, output))
+        jobs.append(Job(source, output, kind))
 
     kept = jobs if shard is None else jobs[shard[0] - 1 :: shard[1]]
     return Plan(jobs=kept, problems=problems, total_before_shard=len(jobs))
+
+
+def _output(source: Path, target: Path, extension: str, split: bool) -> tuple[Path, Path, str]:
+    """(source, output, kind) of one input file: an image gets `extension`; a document keeps its kind's, or with
+    `split` its stem only (pages add their number and extension)."""
+    from .documents import is_document  # reads a TIFF's header only
+
+    if not is_document(source):
+        return source, target.with_suffix(extension), "page"
+    if split:
+        return source, target.with_suffix(""), "split"
+    kind_extension = ".pdf" if source.suffix.lower() in DOCUMENT_EXTENSIONS else source.suffix.lower()
+    return source, target.with_suffix(kind_extension), "document"
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -156,8 +182,10 @@ def _folder_images(folder: Path, recursive: bool, excluded: Path | None) -> list
 
 
 def _is_image(path: Path) -> bool:
-    """By name only: the decoder judges the content. Hidden files and non-regular files are not pages."""
-    return not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
+    """An image or a document, by name only: the decoder judges the content. Hidden files and non-regular files
+    are not pages."""
+    suffix = path.suffix.lower()
+    return not path.name.startswith(".") and suffix in IMAGE_EXTENSIONS | DOCUMENT_EXTENSIONS and path.is_file()
 
 
 def _is_under(path: Path, folder: Path | None) -> bool:

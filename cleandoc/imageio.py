@@ -13,6 +13,7 @@ import io
 import os
 import re
 import secrets
+import shutil
 import stat
 import struct
 import zlib
@@ -37,7 +38,7 @@ WRITE_FORMATS: dict[str, str] = {"png": ".png", "tif": ".tif", "jpg": ".jpg"}
 
 WRITE_EXTENSIONS = frozenset({".png", ".tif", ".tiff", ".jpg", ".jpeg"})
 BINARY_EXTENSIONS = frozenset({".png", ".tif", ".tiff"})  # what a 1-bit page can be written as
-_JPEG_QUALITY = 95
+JPEG_QUALITY = 95
 _TEMP_SUFFIX = ".cleandoc-tmp"
 _TEMPORARY_NAME = re.compile(r"\.(?P<pid>[1-9][0-9]*)\.[0-9a-f]+" + re.escape(_TEMP_SUFFIX) + "$")
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -195,6 +196,11 @@ def read_gray(path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read an image file as one gray plane (H x W), 1 = white paper, in the cheapest exact type: 8- and
     16-bit gray pages stay uint8 or uint16 (a 20000 x 20000 scan stays 400 MB instead of 1.6 GB as floats);
     colour, alpha and float pages become float32 in [0, 1]."""
+    return read_image(path, max_pixels)[0]
+
+
+def read_image(path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, tuple[float, float] | None]:
+    """`read_gray`'s page and the resolution the file records (dpi, x and y; None when it records none)."""
     try:
         # Opened without blocking and checked: a FIFO or a device under an image's name would hang or never end.
         with open(path, "rb", opener=lambda name, flags: os.open(name, flags | os.O_NONBLOCK)) as file:
@@ -217,8 +223,8 @@ def read_gray(path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     if fmt == "PNG":
         _check_png_chunks(data)
     if fmt == "TIFF" and (pages := _tiff_page_count(data)) > 1:
-        raise PageError(f"multi-page TIFF ({pages} pages): split it into one file per page first "
-                        "(e.g. with tiffsplit)")
+        raise PageError(f"multi-page TIFF ({pages} pages) under a name that does not end in .tif or .tiff: "
+                        "rename it to clean it as a document")
 
     # Grayscale for JPEG lets OpenCV apply the EXIF orientation and convert CMYK; everything else is read
     # unchanged so 16-bit samples and alpha survive.
@@ -234,7 +240,10 @@ def read_gray(path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
         raise PageError(f"truncated or corrupt {fmt}")
     if pixels.dtype not in (np.uint8, np.uint16) and pixels.dtype.kind != "f":
         raise PageError(f"unsupported {fmt} sample type {pixels.dtype}")
-    return to_gray(pixels)
+    dpi = image_dpi(data)
+    if dpi and decoded != (width, height):  # turned by its EXIF orientation
+        dpi = dpi[::-1]
+    return to_gray(pixels), dpi
 
 
 def to_gray(pixels: np.ndarray, order: str = "bgr") -> np.ndarray:
@@ -286,46 +295,95 @@ def _to_gray(page: np.ndarray) -> np.ndarray:
     return gray * alpha + (1 - alpha)
 
 
-def write_page(path, page: np.ndarray, binary: bool = False) -> None:
+def write_page(path, page: np.ndarray, binary: bool = False, dpi: tuple[float, float] | None = None,
+               jpeg_quality: int = JPEG_QUALITY) -> None:
     """Write a page (uint8, or float in [0, 1]) as 8-bit grayscale, in the format named by the path's extension;
     with `binary`, as 1-bit black and white (paper where the page is at least half white): a 1-bit PNG, or a TIFF
-    with CCITT Group 4 compression, the fax coding that OCR engines and PDF writers take as it is.
+    with CCITT Group 4 compression, the fax coding that OCR engines and PDF writers take as it is. `dpi` is
+    recorded in the file (PNG pHYs, TIFF resolution, JPEG density), as OCR engines read it.
 
     The page is encoded in memory and lands under its real name only by an atomic rename, so a reader (or a
     resumed run) never finds a partial file there.
     """
     path = Path(path)
-    extension = path.suffix.lower()
-    if extension not in WRITE_EXTENSIONS:
-        raise ValueError(f"cannot write {path.suffix!r} files; use one of {sorted(WRITE_EXTENSIONS)}")
-    pixels = page if page.dtype == np.uint8 else to_uint8(page)
-    if binary:
-        encoded = _encode_binary(pixels, extension)
-    else:
-        params = [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY] if extension in (".jpg", ".jpeg") else []
-        try:
-            ok, encoded = cv2.imencode(extension, pixels, params)
-        except cv2.error:
-            ok = False
-        if not ok:
-            raise PageError(f"cannot write: {extension} encoding failed")
-        encoded = encoded.data
+    encoded = encode_page(page, path.suffix.lower(), binary=binary, dpi=dpi, jpeg_quality=jpeg_quality)
     try:
         write_atomically(path, encoded)
     except OSError as exc:
         raise PageError(f"cannot write: {_reason(exc)}") from exc
 
 
-def _encode_binary(pixels: np.ndarray, extension: str) -> bytes:
+def encode_page(page: np.ndarray, extension: str, binary: bool = False, dpi: tuple[float, float] | None = None,
+                jpeg_quality: int = JPEG_QUALITY) -> bytes:
+    """A page's file in the format of `extension` (see `write_page`), in memory."""
+    if extension not in WRITE_EXTENSIONS:
+        raise ValueError(f"cannot write {extension!r} files; use one of {sorted(WRITE_EXTENSIONS)}")
+    pixels = page if page.dtype == np.uint8 else to_uint8(page)
+    if binary:
+        return _encode_binary(pixels, extension, dpi)
+    if extension in (".tif", ".tiff"):  # Pillow records the resolution, where OpenCV's TIFF writer may not
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="TIFF", compression="tiff_lzw", **({"dpi": dpi} if dpi else {}))
+        return buffer.getvalue()
+    params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if extension in (".jpg", ".jpeg") else []
+    try:
+        ok, encoded = cv2.imencode(extension, pixels, params)
+    except cv2.error:
+        ok = False
+    if not ok:
+        raise PageError(f"cannot write: {extension} encoding failed")
+    data = encoded.tobytes()
+    if dpi and extension == ".png":
+        data = _with_png_dpi(data, dpi)
+    elif dpi and extension in (".jpg", ".jpeg"):
+        data = _with_jpeg_dpi(data, dpi)
+    return data
+
+
+def _with_png_dpi(data: bytes, dpi: tuple[float, float]) -> bytes:
+    """The PNG with a pHYs chunk (pixels per metre) right after its header chunk."""
+    payload = struct.pack(">IIB", round(dpi[0] / 0.0254), round(dpi[1] / 0.0254), 1)
+    chunk = struct.pack(">I", len(payload)) + b"pHYs" + payload + struct.pack(">I", zlib.crc32(b"pHYs" + payload))
+    header_end = len(_PNG_SIGNATURE) + 8 + 13 + 4  # signature, IHDR length and type, 13 bytes, CRC
+    return data[:header_end] + chunk + data[header_end:]
+
+
+def _with_jpeg_dpi(data: bytes, dpi: tuple[float, float]) -> bytes:
+    """The JPEG with its JFIF header's density set to `dpi` (dots per inch)."""
+    if data[2:4] != b"\xff\xe0" or data[6:11] != b"JFIF\0":
+        return data
+    density = struct.pack(">BHH", 1, min(round(dpi[0]), 65535), min(round(dpi[1]), 65535))
+    return data[:13] + density + data[18:]
+
+
+def _encode_binary(pixels: np.ndarray, extension: str, dpi: tuple[float, float] | None) -> bytes:
     if extension not in BINARY_EXTENSIONS:
         raise ValueError(f"cannot write 1-bit {extension} files; use one of {sorted(BINARY_EXTENSIONS)}")
     image = Image.fromarray(pixels >= 128)
     buffer = io.BytesIO()
+    options = {"dpi": dpi} if dpi else {}
     if extension == ".png":
-        image.save(buffer, format="PNG", optimize=True)
+        image.save(buffer, format="PNG", optimize=True, **options)
     else:
-        image.save(buffer, format="TIFF", compression="group4")
+        image.save(buffer, format="TIFF", compression="group4", **options)
     return buffer.getvalue()
+
+
+def image_dpi(data: bytes) -> tuple[float, float] | None:
+    """The resolution an image file records (PNG pHYs, JPEG JFIF or EXIF, TIFF tags), read from its header, or
+    None."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            dpi = image.info.get("dpi")
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+    try:
+        x, y = float(dpi[0]), float(dpi[1])
+    except (TypeError, ValueError, IndexError, ZeroDivisionError):
+        return None
+    if not (10 <= x <= 100_000 and 10 <= y <= 100_000):  # no unit, or no real resolution
+        return None
+    return round(x, 1), round(y, 1)  # PNG stores pixels per metre: 300 dpi reads back as 299.9994
 
 
 def write_atomically(path: Path, data: bytes | memoryview) -> None:
@@ -353,15 +411,18 @@ def temporary_name(path) -> Path:
 
 
 def remove_stale_temporaries(folder) -> int:
-    """Delete the temporary files in folder (not its subfolders) left by writers that are no longer running,
-    e.g. after a killed run. Returns how many were removed."""
+    """Delete the temporary files in folder (not its subfolders), and the temporary folders a document's pages
+    wait in, left by writers that are no longer running, e.g. after a killed run. Returns how many were removed."""
     removed = 0
     for entry in Path(folder).iterdir():
         match = _TEMPORARY_NAME.search(entry.name)
         if match is None or _process_alive(int(match["pid"])):
             continue
         with contextlib.suppress(FileNotFoundError):  # another cleaner got there first
-            entry.unlink()
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
             removed += 1
     return removed
 

@@ -10,7 +10,8 @@ LOSSES = ("mse", "l1", "bce")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 DEFAULT_MAX_PIXELS = 30_000 * 30_000  # the largest page cleandoc decodes (a small file can claim a huge image)
 # The architecture of the shipped default model: what `cleandoc train` builds unless told otherwise.
-DEFAULT_ARCHITECTURE = {"arch": "unet", "widths": [32, 64, 128], "unshuffle": 2, "convs": 2}
+DEFAULT_ARCHITECTURE = {"arch": "unet", "widths": [24, 48, 96, 192, 384], "unshuffle": 2, "convs": 1,
+                        "kernel": 1}
 
 
 def _option(default, help: str):
@@ -40,6 +41,11 @@ class CleanOptions:
     binarize: bool = _option(False, "Write 1-bit black and white pages: PNG, or TIFF with CCITT G4 compression.")
     workers: int = _option(0, "Threads decoding and encoding pages while the model runs; 0: one per core.")
     max_pixels: int = _option(DEFAULT_MAX_PIXELS, "Refuse pages with more pixels than this.")
+    dpi: float | None = _option(None, "Resolution to render PDF pages that are not one scanned image at (default: "
+                                      "the page's image resolution, else 300).")
+    jpeg_quality: int | None = _option(None, "Write PDF pages (and JPEG images) as JPEG of this quality, 1-100 "
+                                             "(default: PDF pages lossless, JPEG images at 95).")
+    page_extension: str = _option(".png", "The extension, and so the format, of pages written as images.")
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,10 @@ def test_readme_opens_with_the_two_commands_and_ci_runs_the_test_one():
 
 def test_readme_python_example_runs(tmp_path, monkeypatch):
     (example,) = readme_blocks("python")
+    import img2pdf
+
     shutil.copy(ROOT / "samples" / "real" / "huckleberry-finn-p22.jpg", tmp_path / "scan.jpg")
+    (tmp_path / "book.pdf").write_bytes(img2pdf.convert([(tmp_path / "scan.jpg").read_bytes()] * 2))
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
     exec(compile(example, "README.md", "exec"), namespace)
@@ -36,6 +39,9 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
     written = read_gray(tmp_path / "scan-clean.png")
     assert written.shape == namespace["clean_page"].shape == read_gray(tmp_path / "scan.jpg").shape
     assert abs(written.astype(int) - namespace["clean_page"]).mean() < 1  # the same page, by either door
+    import pypdfium2 as pdfium
+
+    assert len(pdfium.PdfDocument(str(tmp_path / "book-clean.pdf"))) == 2
     assert len(README.splitlines()) <= 180
 
 

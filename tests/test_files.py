@@ -128,7 +128,8 @@ def test_symlink_loop_terminates_and_symlinked_files_are_taken(tmp_path):
     os.symlink(tmp_path / "elsewhere" / "real.png", scans / "linked.png")
     out = tmp_path / "out"
     plan = plan_jobs([str(scans)], out, recursive=True)
-    assert pairs(plan) == [(scans / "linked.png", out / "linked.png"), (scans / "sub" / "page.png", out / "sub" / "page.png")]
+    assert pairs(plan) == [(scans / "linked.png", out / "linked.png"),
+                           (scans / "sub" / "page.png", out / "sub" / "page.png")]
 
 
 def test_outdir_inside_the_input_folder_is_not_scanned(tmp_path):

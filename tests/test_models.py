@@ -260,11 +260,12 @@ def test_features_per_pixel_is_the_peak_of_live_activations(config):
 
 
 def test_features_per_pixel_of_the_shipped_architectures():
-    """Worked by hand: the default model peaks in its finest decoder block (input and cells 2, skips 12 + 6, the
-    upsampled level 6, the concatenation 24, two convolution outputs 24); the fast model there too (input and
-    cells 2, skips 2 + 1 + 0.5 + 0.25, the upsampled level 1, the concatenation 4, one convolution output 2)."""
-    assert load_model("default")[0].features_per_pixel == 74
-    assert load_model("fast")[0].features_per_pixel == 12.75
+    """Worked by hand: both shipped models peak in their finest decoder block. The default model (24-48-96-192-384
+    on a 2×2 grid, one convolution per block, a per-pixel gain): input and cells 2, skips 6 + 3 + 1.5 + 0.75, the
+    upsampled level 3, the concatenation 12, one convolution output 6; the fast one (16-...-256) the same with
+    two thirds of the widths: 2, skips 4 + 2 + 1 + 0.5, then 2, 8 and 4."""
+    assert load_model("default")[0].features_per_pixel == 34.25
+    assert load_model("fast")[0].features_per_pixel == 23.5
 
 
 @pytest.mark.parametrize(("config", "expected"), [

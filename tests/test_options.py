@@ -12,7 +12,6 @@ from typer.main import get_command
 from cleandoc.cli import app
 from cleandoc.options import CleanOptions, RunOptions, TrainOptions, default
 
-
 REPEATABLE = {"noise"}  # a list option: its command-line default is "none given", its help lists the step names
 
 

@@ -170,13 +170,17 @@ def test_cmyk_jpeg_reads_as_gray(tmp_path):
     assert np.abs(page - gray / 255).mean() < 0.05
 
 
-def test_multi_page_tiff_is_refused_with_its_page_count(tmp_path):
+def test_a_multi_page_tiff_is_a_document_and_under_another_name_is_refused_with_its_page_count(tmp_path):
+    from cleandoc.documents import is_document
+
     pages = [Image.fromarray(page_pixels(20, 30, seed=i)) for i in range(3)]
     (tmp_path / "book.tif").write_bytes(pil_bytes(pages[0], "TIFF", save_all=True, append_images=pages[1:]))
-    with pytest.raises(PageError, match=r"multi-page TIFF \(3 pages\)"):
-        read_page(tmp_path / "book.tif")
+    assert is_document(tmp_path / "book.tif")
+    (tmp_path / "book.png").write_bytes((tmp_path / "book.tif").read_bytes())
+    with pytest.raises(PageError, match=r"multi-page TIFF \(3 pages\) under a name"):
+        read_page(tmp_path / "book.png")
     (tmp_path / "one.tif").write_bytes(pil_bytes(pages[0], "TIFF"))
-    assert read_page(tmp_path / "one.tif").shape == (20, 30)
+    assert read_page(tmp_path / "one.tif").shape == (20, 30) and not is_document(tmp_path / "one.tif")
 
 
 def test_a_fifo_named_like_a_page_is_refused_without_blocking(tmp_path):

@@ -33,6 +33,12 @@ def shipped(request) -> tuple[str, Cleaner]:
     return request.param, Cleaner.load(request.param, device="cpu", precision="fp32")
 
 
+def test_train_builds_the_shipped_default_architecture_unless_told_otherwise():
+    from cleandoc.options import DEFAULT_ARCHITECTURE, TrainOptions
+
+    assert TrainOptions().model == DEFAULT_ARCHITECTURE == Cleaner.load("default").info.config
+
+
 def test_shipped_models_are_small_and_documented(shipped):
     name, cleaner = shipped
     path = shipped_model_path(name)

@@ -217,7 +217,8 @@ def test_plan_tile_fits_the_budget_and_computes_the_fewest_pixels(arch, shape, b
     assert tiling.activation_bytes(model, batch * win_h * win_w) <= budget
     # No grid of square cores within the same budget computes fewer pixels.
     for side in range(64, 4096, multiple):
-        if tiling.activation_bytes(model, batch * min(side + 2 * halo, shape[0]) * min(side + 2 * halo, shape[1])) <= budget:
+        window = min(side + 2 * halo, shape[0]) * min(side + 2 * halo, shape[1])
+        if tiling.activation_bytes(model, batch * window) <= budget:
             assert computed_pixels(model, shape, tile) <= computed_pixels(model, shape, (side, side))
 
 
