@@ -180,9 +180,9 @@ def clean(
     import json
     import tempfile
 
-    from .documents import is_document
+    from .documents import PDF_EXTENSIONS, TIFF_EXTENSIONS, is_document
     from .files import Job, Plan, parse_shard, plan_jobs
-    from .imageio import WRITE_FORMATS, write_atomically
+    from .imageio import WRITE_EXTENSIONS, WRITE_FORMATS, write_atomically
 
     try:
         shard_range = parse_shard(shard) if shard else None
@@ -234,11 +234,14 @@ def clean(
             target = Path(scratch) / f"stdout{extension}" if str(output) == "-" else output
             if str(output) != "-" and target.resolve() == source.resolve():
                 raise _fail(f"{source}: output would overwrite the input")
-            if (kind == "document") != (target.suffix.lower() in (".pdf", *(
-                    (".tif", ".tiff") if source.suffix.lower() != ".pdf" else ()))):
-                raise _fail(f"{target}: a {'document' if kind == 'document' else 'page'} is written as "
-                            f"{'a document of its own kind' if kind == 'document' else 'an image'}; name an output "
-                            "of that kind, or a folder")
+            if kind == "document":
+                allowed, what = (PDF_EXTENSIONS, "a PDF") if source.suffix.lower() in PDF_EXTENSIONS else \
+                    (TIFF_EXTENSIONS, "a TIFF")
+            else:
+                allowed, what = WRITE_EXTENSIONS, "an image"
+            if target.suffix.lower() not in allowed:
+                raise _fail(f"{target}: {source} is written as {what}; name an output of that kind, or a folder "
+                            f"(--split writes a document's pages as images)")
             plan = Plan([Job(source, target, kind)], [], 1)
         else:
             plan = plan_jobs(inputs, output, extension, recursive, shard_range, split)

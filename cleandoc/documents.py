@@ -275,46 +275,54 @@ def pil_gray(frame: Image.Image) -> np.ndarray:
 
 
 class DocumentWriter:
-    """Pages added one at a time to a document that appears under its name only when complete: the pages go to a
-    temporary folder beside it (each its own small file, so memory holds one page), and `finish` joins them into
-    a temporary file and renames it into place. `abort`, or a killed process, leaves no document (a later run
-    removes the folder of a writer that is no longer running)."""
+    """Pages added one at a time to a document that appears under its name only when complete, one page in memory
+    at a time. A TIFF's frames are appended to a temporary file beside it; a PDF's pages wait in a temporary folder
+    beside it, each a small PDF of its own, until `finish` joins them into a temporary file. `finish` renames the
+    file into place; `abort`, or a killed process, leaves no document (a later run removes what a writer that is
+    no longer running left)."""
 
     def __init__(self, path: Path, binary: bool = False, jpeg_quality: int | None = None):
         self.path, self.binary, self.jpeg_quality = Path(path), binary, jpeg_quality
-        self.kind = "pdf" if self.path.suffix.lower() in PDF_EXTENSIONS else "tiff"
-        self.folder = temporary_name(self.path)
-        self.folder.mkdir()
-        self.pages: list[Path] = []
+        self.temporary = temporary_name(self.path)
+        self.pdf = self.path.suffix.lower() in PDF_EXTENSIONS
+        self.pages: list[Path] = []  # a PDF's pages, each in its own file
+        if self.pdf:
+            self.folder = temporary_name(self.path)
+            self.folder.mkdir()
+        else:
+            self.tiff = TiffImagePlugin.AppendingTiffWriter(str(self.temporary), new=True)
 
     def add(self, cleaned: np.ndarray, page: DocumentPage) -> None:
-        index = len(self.pages) + 1
-        if self.kind == "pdf":
-            target = self.folder / f"{index:06d}.pdf"
+        if self.pdf:
+            target = self.folder / f"{len(self.pages) + 1:06d}.pdf"
             target.write_bytes(_pdf_page_bytes(cleaned, page, self.binary, self.jpeg_quality))
-        else:
-            target = self.folder / f"{index:06d}.tif"
-            _tiff_frame(cleaned, self.binary).save(target, format="TIFF", **_tiff_options(
-                page.dpi, self.binary))
-        self.pages.append(target)
+            self.pages.append(target)
+            return
+        frame = Image.fromarray(cleaned >= 128) if self.binary else Image.fromarray(cleaned)
+        frame.save(self.tiff, format="TIFF", compression="group4" if self.binary else "tiff_adobe_deflate",
+                   dpi=page.dpi)
+        self.tiff.newFrame()
 
     def finish(self) -> None:
-        temporary = temporary_name(self.path)
         try:
-            if self.kind == "pdf":
-                _join_pdf(self.pages, temporary)
+            if self.pdf:
+                _join_pdf(self.pages, self.temporary)
             else:
-                _join_tiff(self.pages, temporary)
-            with open(temporary, "rb") as file:
+                self.tiff.close()
+            with open(self.temporary, "rb") as file:
                 os.fsync(file.fileno())
-            os.replace(temporary, self.path)
+            os.replace(self.temporary, self.path)
         finally:
-            with contextlib.suppress(OSError):
-                temporary.unlink()
             self.abort()
 
     def abort(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
+        if self.pdf:
+            shutil.rmtree(self.folder, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError, ValueError):
+                self.tiff.close()
+        with contextlib.suppress(OSError):
+            self.temporary.unlink()
 
 
 def _pdf_page_bytes(cleaned: np.ndarray, page: DocumentPage, binary: bool, jpeg_quality: int | None) -> bytes:
@@ -345,20 +353,3 @@ def _join_pdf(pages: list[Path], target: Path) -> None:
         for path in pages:
             joined.pages.extend(sources.enter_context(pikepdf.open(path)).pages)
         joined.save(target)
-
-
-def _tiff_frame(cleaned: np.ndarray, binary: bool) -> Image.Image:
-    return Image.fromarray(cleaned >= 128) if binary else Image.fromarray(cleaned)
-
-
-def _tiff_options(dpi: tuple[float, float], binary: bool) -> dict:
-    return {"compression": "group4" if binary else "tiff_adobe_deflate", "dpi": dpi}
-
-
-def _join_tiff(pages: list[Path], target: Path) -> None:
-    with TiffImagePlugin.AppendingTiffWriter(str(target), new=True) as joined:
-        for path in pages:
-            with Image.open(path) as frame:
-                frame.save(joined, format="TIFF", **_tiff_options(frame.info.get("dpi", (DEFAULT_DPI,) * 2),
-                                                                   frame.mode == "1"))
-            joined.newFrame()

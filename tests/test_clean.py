@@ -15,7 +15,7 @@ from cleandoc import clean as clean_module
 from cleandoc import runtime
 from cleandoc.api import Cleaner
 from cleandoc.files import Job
-from cleandoc.imageio import read_gray
+from cleandoc.imageio import read_gray, read_image
 from cleandoc.models import build_model
 from cleandoc.options import CleanOptions
 
@@ -108,14 +108,14 @@ def count_live_pages(monkeypatch) -> dict:
         with lock:
             state["live"] += 1
             state["most"] = max(state["most"], state["live"])
-        return read_gray(path, max_pixels)
+        return read_image(path, max_pixels)
 
-    def counting_write(path, page, binary=False):
-        write_page(path, page, binary)
+    def counting_write(path, page, **options):
+        write_page(path, page, **options)
         with lock:
             state["live"] -= 1
 
-    monkeypatch.setattr(clean_module, "read_gray", counting_read)
+    monkeypatch.setattr(clean_module, "read_image", counting_read)
     monkeypatch.setattr(clean_module, "write_page", counting_write)
     return state
 

@@ -633,3 +633,23 @@ def test_init_fine_tunes_from_the_given_weights(pair_set, tmp_path):
     fresh = from_folders(*pair_set, tmp_path / "fresh.safetensors", tiny_options(epochs=1, lr=1e-9), device="cpu")
     assert fresh["epoch"] == 1
     assert not torch.allclose(load_model(tmp_path / "fresh.safetensors")[0].head.bias, start.head.bias)
+
+
+def test_evaluate_finds_a_models_held_out_pages_from_its_file(pair_set, tmp_path):
+    import json
+
+    out = tmp_path / "m.safetensors"
+    state = train_from_sources([Source(clean=pair_set[1], dirty=pair_set[0], sealed=0.2)], out,
+                               tiny_options(epochs=1), device="cpu")
+    result = cli("evaluate", "--held-out", "val", "--model", out, "--device", "cpu", "--precision", "fp32", "--json",
+                 tmp_path / "v.json")
+    assert result.exit_code == 0, result.output
+    figures = json.loads((tmp_path / "v.json").read_text())
+    assert figures["pages"] == VARIANTS and figures["rmse"] == pytest.approx(state["best_rmse"], abs=1e-6)
+    sealed = cli("evaluate", "--held-out", "sealed", "--model", out, "--device", "cpu", "--json", tmp_path / "s.json")
+    assert sealed.exit_code == 0 and json.loads((tmp_path / "s.json").read_text())["pages"] == VARIANTS
+    names = {p["name"] for p in figures["per_page"]} | {p["name"] for p in json.loads(
+        (tmp_path / "s.json").read_text())["per_page"]}
+    assert len(names) == 2 * VARIANTS  # two different page groups
+    neither = cli("evaluate", "--model", out)
+    assert neither.exit_code == 2 and "--held-out" in neither.stderr
