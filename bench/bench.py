@@ -257,26 +257,32 @@ def table(name: str, cleaner: Cleaner, rows: list[tuple], columns: tuple[str, ..
     return "\n".join(head + body)
 
 
+ROW_GROUPS = ("noisyoffice", "dibco", "faint", "scale", "pdf", "speed", "ocr")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", action="append", default=None,
-                        help="a model file or shipped model name, repeatable (default: default and fast)")
+                        help="a model file or shipped model name, repeatable (default: the shipped model)")
     parser.add_argument("--sealed", action="store_true",
                         help="score the sealed pages and year instead of the validation ones")
     parser.add_argument("--data", type=Path, default=DATA, help="the shared data folder (default ../shared/data)")
     parser.add_argument("--dibco-year", default="2016", help="the held-out DIBCO year (default 2016)")
     parser.add_argument("--sealed-year", default="2011", help="the sealed DIBCO year (default 2011)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--skip", action="append", default=[], help="leave a group of rows out: noisyoffice, "
-                        "dibco, faint, scale, speed, pdf, ocr")
+    parser.add_argument("--skip", action="append", default=[], help="leave groups of rows out, repeatable or "
+                        f"comma-separated: {', '.join(ROW_GROUPS)}")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="as cleandoc clean --precision (default fp32, the same arithmetic on every CPU)")
     parser.add_argument("--device", default="cpu", help="as cleandoc clean --device (default cpu)")
     parser.add_argument("--write", type=Path, metavar="FILE", help="also write the tables into FILE's section")
     args = parser.parse_args()
+    args.skip = {group for item in args.skip for group in item.split(",")}
+    if unknown := args.skip - set(ROW_GROUPS):
+        parser.error(f"--skip: no such group of rows: {', '.join(sorted(unknown))}")
     try:
         cleaners = [(name, Cleaner.load(name, args.device, args.precision))
-                    for name in args.model or ["default", "fast"]]
+                    for name in args.model or ["default"]]
     except (ModelFileError, ValueError) as exc:
         parser.error(str(exc))
     year = args.sealed_year if args.sealed else args.dibco_year

@@ -1,6 +1,6 @@
 """cleandoc against unpaper on the same generated A4 pages, in one run, printed as a Markdown table.
 
-    python bench/speed.py [--pages 8] [--model default --model fast ...] [--huge 0] [--device cpu] [--precision auto]
+    python bench/speed.py [--pages 8] [--model default --model my.safetensors ...] [--huge 0] [--device cpu] [--precision auto]
 
 Both tools clean the same folder of rendered A4 pages at 300 dpi (2480×3508, `cleandoc synth`, seed 7), each
 as its own process: `cleandoc clean DIR -o OUT` once per model for the whole folder (start-up amortised over
@@ -12,7 +12,9 @@ and the ratio once it is taken out, which is what a folder of hundreds of pages 
 N×N page (e.g. 20000) with the first model and reports its time and peak memory. Below the table: the seconds
 of one core that reading and decoding a page, and encoding and writing its cleaned version, take (the work of
 cleandoc's worker threads beside the model), and the pages per second that this many threads can feed at most.
-Timings vary with the load of the machine: compare the ratios, which come from one run.
+Timings vary with the load of the machine: compare the ratios, which come from one run. With --write FILE the
+table replaces this script's section of FILE (docs/benchmarks.md), stamped with the commit, date, CPU and torch
+version.
 """
 
 from __future__ import annotations
@@ -32,9 +34,10 @@ import numpy as np
 import torch
 from docs_section import replace_section, stamp
 
+from cleandoc.api import Cleaner
 from cleandoc.clean import default_workers
 from cleandoc.imageio import read_gray, write_page
-from cleandoc.runtime import PRECISIONS, autocast_dtype, pick_device
+from cleandoc.runtime import PRECISIONS
 from cleandoc.store import load_model
 from cleandoc.synth import synth_pages
 
@@ -88,14 +91,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pages", type=int, default=8, help="A4 pages to clean (default 8)")
     parser.add_argument("--model", action="append", default=None,
-                        help="a model file or shipped model name, repeatable (default: default and fast)")
+                        help="a model file or shipped model name, repeatable (default: the shipped model)")
     parser.add_argument("--huge", type=int, default=0, metavar="N", help="also clean one N×N page (0: skip)")
     parser.add_argument("--device", default="cpu", help="cleandoc's --device (default cpu)")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto", help="cleandoc's --precision")
     parser.add_argument("--write", type=Path, metavar="FILE", help="also write the table into FILE's section")
     args = parser.parse_args()
-    models = args.model or ["default", "fast"]
-    dtype = autocast_dtype(args.precision, pick_device(args.device))
+    models = args.model or ["default"]
+    dtype = Cleaner.load(models[0], args.device, args.precision).dtype  # what cleandoc will run in
     unpaper = shutil.which("unpaper")
     rows = []
     with tempfile.TemporaryDirectory() as folder:

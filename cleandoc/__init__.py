@@ -1,7 +1,7 @@
 """cleandoc: clean scanned document pages with a learned denoising autoencoder.
 
     from cleandoc import Cleaner
-    cleaner = Cleaner.load()              # the shipped model; "fast" or a .safetensors file for another
+    cleaner = Cleaner.load()              # the shipped model; or Cleaner.load("my.safetensors")
     clean_page = cleaner.clean(page)      # a NumPy page: uint8, uint16 or float; gray, RGB or RGBA
 """
 

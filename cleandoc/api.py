@@ -41,7 +41,7 @@ class Cleaner:
     def load(cls, model: str | os.PathLike = "default", device: str = RunOptions.device,
              precision: str = RunOptions.precision, threads: int | None = RunOptions.threads,
              tile: int = RunOptions.tile, batch_size: int = RunOptions.batch_size) -> Cleaner:
-        """A shipped model by name ("default", "fast") or a model file; `device` auto|cpu|cuda|cuda:N, `precision`
+        """The shipped model ("default") or a model file; `device` auto|cpu|cuda|cuda:N, `precision`
         auto|fp32|fp16|bf16, `threads` for the CPU (None: one per core). ValueError for a device, precision or
         thread count that cannot be, `store.ModelFileError` for a file that is not a usable model."""
         set_threads(threads)

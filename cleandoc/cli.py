@@ -55,8 +55,7 @@ class Loss(str, Enum):
 
 Precision = Enum("Precision", {name: name for name in PRECISIONS}, type=str)  # the choices, for Typer
 
-MODEL_HELP = ("A model file (.safetensors) or a shipped model: default (used if omitted) or fast (quicker, less "
-              "accurate).")
+MODEL_HELP = "A model file (.safetensors), or default: the shipped model (used if omitted)."
 HeldOut = Enum("HeldOut", {"val": "val", "sealed": "sealed"}, type=str)
 EXIT_CODES = ("Exit status: 0 when every page was cleaned or skipped, 1 when a page failed, 2 for a usage problem "
               "(bad option, unusable model file), 130 when interrupted.")

@@ -32,7 +32,7 @@ def add_options(parser):
                        help="Also replace each visible page with its cleaned image (rasterizes every page, as "
                             "--force-ocr does).")
     group.add_argument("--cleandoc-model", default="default", metavar="MODEL",
-                       help="A cleandoc model file, or a shipped model: default or fast.")
+                       help="A cleandoc model file, or default: the shipped model.")
     group.add_argument("--cleandoc-binarize", action="store_true",
                        help="Make the cleaned images 1-bit black and white.")
 

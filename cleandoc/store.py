@@ -23,8 +23,8 @@ from .models import Denoiser, build_model, count_parameters
 
 FORMAT_NAME = "cleandoc-model"
 FORMAT_VERSION = 1
-# The shipped models, by the name `--model` accepts: the best one (the default) and a much faster, less accurate one.
-SHIPPED_MODELS = ("default", "fast")
+# The shipped models, by the name `--model` accepts.
+SHIPPED_MODELS = ("default",)
 _MAX_HEADER_BYTES = 64 * 1024 * 1024
 _OPTIMIZER_PREFIX = "optimizer."
 

@@ -30,8 +30,11 @@ def test_bench_prints_one_table_per_model_beside_the_classic_binarisers(tiny_mod
     assert written.startswith("# Benchmarks\n\nkept\n") and "<!-- begin bench.py -->" in written
     assert "torch " in written and "commit " in written  # stamped
     again = run_bench("--model", str(tiny_model_path), "--data", str(tmp_path / "absent"), "--repeats", "1",
-                      "--skip", "scale", "--skip", "faint", "--write", str(docs))
+                      "--skip", "scale,faint", "--skip", "ocr", "--write", str(docs))
     assert again.returncode == 0 and docs.read_text().count("<!-- begin bench.py -->") == 1  # replaced, not added
+    assert "faint printed ink" not in again.stdout and "CPU s per A4 300-dpi page" in again.stdout
+    unknown = run_bench("--model", str(tiny_model_path), "--skip", "scale,speeed")
+    assert unknown.returncode == 2 and "--skip: no such group of rows: speeed" in unknown.stderr
 
 
 def test_speed_bench_prints_its_table(tiny_model_path):

@@ -367,11 +367,11 @@ def test_summary_counts_pages(tmp_path, tiny_model_path):
     assert lines[-1].startswith("3 cleaned, 0 skipped, 0 failed in ")
 
 
-def test_shipped_fast_model_by_name_and_workers_option(tmp_path):
+def test_shipped_model_by_name_and_workers_option(tmp_path):
     src = tmp_path / "in"
     for i in range(3):
         write_image(src / f"p{i}.png", page_pixels(60, 90, seed=i))
-    result = cli("clean", src, "-o", tmp_path / "out", "--model", "fast", "--workers", "1")
+    result = cli("clean", src, "-o", tmp_path / "out", "--model", "default", "--workers", "1")
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["p0.png", "p1.png", "p2.png"]
 

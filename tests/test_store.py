@@ -301,17 +301,16 @@ def test_missing_default_model_says_so(monkeypatch, tmp_path):
     with pytest.raises(ModelFileError, match="shipped"):
         load_model(None)
     with pytest.raises(ModelFileError, match="shipped"):
-        load_model("fast")
+        load_model("default")
 
 
 def test_shipped_models_by_name_and_a_file_called_like_one(tmp_path, monkeypatch):
-    """`--model fast` is the shipped fast model; a file of that name is reached as ./fast."""
-    assert load_model("fast")[1].source == str(shipped_model_path("fast"))
+    """`--model default` is the shipped model; a file of that name is reached as ./default."""
     assert load_model("default")[1].source == str(shipped_model_path("default")) == load_model()[1].source
     monkeypatch.chdir(tmp_path)
-    save_model(tiny(seed=3), tmp_path / "fast")
-    assert load_model("./fast")[1].config == tiny(seed=3).config
-    assert load_model("fast")[1].source == str(shipped_model_path("fast"))
+    save_model(tiny(seed=3), tmp_path / "default")
+    assert load_model("./default")[1].config == tiny(seed=3).config
+    assert load_model("default")[1].source == str(shipped_model_path("default"))
 
 
 # Files crafted by hand (not by safetensors), as a corrupt download or a hostile file could be: every one must be

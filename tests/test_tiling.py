@@ -10,7 +10,7 @@ import torch
 
 from cleandoc import tiling
 from cleandoc.models import build_model
-from cleandoc.store import load_model
+from cleandoc.store import SHIPPED_MODELS, load_model
 
 CONFIGS = {
     "unet": {"arch": "unet", "widths": [8, 16]},
@@ -222,7 +222,7 @@ def test_plan_tile_fits_the_budget_and_computes_the_fewest_pixels(arch, shape, b
             assert computed_pixels(model, shape, tile) <= computed_pixels(model, shape, (side, side))
 
 
-@pytest.mark.parametrize("name", ["default", "fast"])
+@pytest.mark.parametrize("name", SHIPPED_MODELS)
 @pytest.mark.parametrize("page_bytes", [3508 * 2480, 20000**2])
 def test_plan_tile_for_an_a4_page_with_the_shipped_models(name, page_bytes):
     """The case the policy is made for, an 8-bit A4 page at 300 dpi: one window when it fits what the page
@@ -260,7 +260,7 @@ def test_a_gpu_gives_the_activations_a_share_of_its_memory(monkeypatch):
     assert tiling.activation_budget(gpu_with(monkeypatch, 0.5), 0) == tiling.ACTIVATION_BYTES
 
 
-@pytest.mark.parametrize("name", ["default", "fast"])
+@pytest.mark.parametrize("name", SHIPPED_MODELS)
 def test_a_gpu_with_room_runs_an_a4_page_as_one_window(name, monkeypatch):
     a4, model = (3508, 2480), load_model(name)[0]
     tile = tiling.plan_tile(model, gpu_with(monkeypatch, 16), a4, 4, a4[0] * a4[1])
