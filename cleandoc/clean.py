@@ -106,7 +106,11 @@ def _read(job: Job, max_pixels: int) -> _Decoded | PageResult:
     return _Decoded(page, _strokes(page), dpi)
 
 
-def _decoded_bytes(read: Future, estimate: int) -> int:
+def _decoded_bytes(read: Future | None, estimate: int) -> int:
+    """Bytes a queued job holds: a page's decode (estimated until it is done), nothing for a document, which
+    streams its own pages when its turn comes."""
+    if read is None:
+        return 0
     if not read.done():
         return estimate
     decoded = read.result()
@@ -197,7 +201,7 @@ def clean_pages(jobs: list[Job], cleaner: Cleaner, options: CleanOptions,
             remove_stale_temporaries(folder)
     workers = options.workers or default_workers()
     waiting = deque(enumerate(jobs))
-    reading: deque[tuple[int, Job, Future, float]] = deque()  # in job order: (index, job, decode, begun)
+    reading: deque[tuple[int, Job, Future | None, float]] = deque()  # in job order: (index, job, decode, begun)
     writing: list[tuple[Future, int]] = []  # (encode, bytes held); finished ones pruned by start_reads
     outcomes: dict[int, PageResult | Future] = {}
     reported = 0
@@ -268,7 +272,8 @@ def clean_pages(jobs: list[Job], cleaner: Cleaner, options: CleanOptions,
         except KeyboardInterrupt:
             summary.interrupted = True
             for _, _, read, _ in reading:
-                read.cancel()
+                if read is not None:
+                    read.cancel()
         report(all_done=True)
     summary.seconds = time.perf_counter() - started
     return summary

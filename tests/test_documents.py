@@ -309,6 +309,22 @@ def test_clean_command_reads_and_writes_documents(tmp_path, tiny_model_path):
         "scan-0001.tif", "scan-0002.tif"]
 
 
+def test_pages_and_documents_mixed_in_one_folder_with_several_workers(tmp_path, cleaner):
+    """A document waits in the read-ahead queue among pages without a decode of its own: the pipeline's memory
+    count and its Ctrl-C path must take it as holding nothing."""
+    from cleandoc.clean import clean_pages
+
+    (tmp_path / "in").mkdir()
+    Image.fromarray(scan(1)).save(tmp_path / "in" / "a.png")
+    for name, seed in (("b.pdf", 2), ("c.pdf", 3)):
+        scanned_pdf(tmp_path / "in" / name, [scan(seed)])
+    Image.fromarray(scan(4)).save(tmp_path / "in" / "d.png")
+    jobs = plan_jobs([str(tmp_path / "in")], tmp_path / "out", ".png").jobs
+    summary = clean_pages(jobs, cleaner, CleanOptions(workers=4))
+    assert [r.status for r in summary.results] == ["cleaned"] * 4
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.pdf", "c.pdf", "d.png"]
+
+
 def test_images_keep_their_dpi(tmp_path, tiny_model_path):
     page = scan(10)
     Image.fromarray(page).save(tmp_path / "page.png", dpi=(240, 240))
