@@ -34,10 +34,10 @@ import numpy as np
 from docs_section import replace_section, stamp
 
 from cleandoc.api import Cleaner
-from cleandoc.data import PairingError, find_pairs, held_out_pairs, load_pairs, page_groups
-from cleandoc.evaluate import BINARY_METHODS, score_binary
-from cleandoc.imageio import read_gray, to_uint8, to_unit_float
-from cleandoc.metrics import CLASSIC_BINARISERS, binarize, classic_binary, dibco_scores, ink_kept
+from cleandoc.data import Pair, PairingError, find_pairs, held_out_pairs, load_pairs, page_groups
+from cleandoc.evaluate import BINARY_METHODS, evaluate_binary
+from cleandoc.imageio import read_page, to_uint8, to_unit_float
+from cleandoc.metrics import CLASSIC_BINARISERS, classic_binary, dibco_scores, ink_kept, squared_error
 from cleandoc.models import multiply_adds_per_pixel
 from cleandoc.noise import DEFAULT_STRENGTH, corrupt, faint, faint_ink, random_recipe
 from cleandoc.ocr import OCR_METHODS, OcrError, score_ocr
@@ -50,7 +50,7 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CONTRASTS = (0.2, 0.25, 0.3, 0.4, 0.6, 0.8, 1.0)
 SCALE_DPI = (100, 200, 300, 600)
 RENDER_SEED = 2024  # rendered benchmark pages; training pages are rendered with other seeds
-COLUMNS = ("do nothing", *CLASSIC_BINARISERS, "cleandoc")
+COLUMNS = BINARY_METHODS
 
 
 def a4_page(data: Path) -> np.ndarray:
@@ -71,6 +71,19 @@ class Bench:
     def __init__(self, cleaner: Cleaner, data: Path):
         self.cleaner, self.data = cleaner, data
         self.info = cleaner.info.provenance
+        self._office: dict[str, list[Pair] | PairingError] = {}
+
+    def office_pairs(self, part: str) -> list[Pair]:
+        """The NoisyOffice-style pairs the model's run held out (`part`: val or sealed), found once: finding them
+        reads every training page to split it as the run did. PairingError when the data is not there."""
+        if part not in self._office:
+            try:
+                self._office[part] = [p for p in held_out_pairs(self.info, part) if "dibco" not in str(p.dirty)]
+            except PairingError as exc:
+                self._office[part] = exc
+        if isinstance(self._office[part], PairingError):
+            raise self._office[part]
+        return self._office[part]
 
     def outputs(self, dirty: np.ndarray) -> dict[str, np.ndarray]:
         return {"do nothing": dirty, **{m: classic_binary(dirty, m) for m in CLASSIC_BINARISERS},
@@ -80,7 +93,7 @@ class Bench:
 def noisyoffice_rows(bench: Bench, part: str) -> list[tuple]:
     """Pooled RMSE on the pairs the model's run held out (`part`: val or sealed); binarisers' pages scored too."""
     try:
-        pairs = [p for p in held_out_pairs(bench.info, part) if "dibco" not in str(p.dirty)]
+        pairs = bench.office_pairs(part)
     except PairingError as exc:
         return [(f"NoisyOffice-style pages ({part}): data not found ({exc.problems[0]})",)]
     if not pairs:
@@ -90,7 +103,7 @@ def noisyoffice_rows(bench: Bench, part: str) -> list[tuple]:
     for pair in pairs:
         dirty, clean = load_pairs([pair])[0]
         for method, page in bench.outputs(to_uint8(dirty)).items():
-            squared[method] += float(np.square(to_unit_float(page) - clean.astype(np.float64)).sum())
+            squared[method] += squared_error(to_unit_float(page), clean)
         pixels += clean.size
     name = "validation" if part == "val" else "sealed"
     return [(f"NoisyOffice-style pages: pooled RMSE on {len(pairs)} {name} pages (lower is better)",
@@ -106,7 +119,7 @@ def dibco_rows(bench: Bench, year: str) -> list[tuple]:
     if trained_on:
         return [(f"DIBCO {year}: not held out (the model trained on it)",)]
     pairs = find_pairs(folder / "original", folder / "gt")
-    report = score_binary(((p.name, *load_pairs([p])[0]) for p in pairs), bench.cleaner)
+    report = evaluate_binary(pairs, bench.cleaner)
     means = {m: report.mean(m) for m in BINARY_METHODS}
     label = f"DIBCO {year} ({len(pairs)} pages), binarised"
     return [(f"{label}: F-measure, % (higher is better)", *(f"{means[m][0]:.2f}" for m in COLUMNS)),
@@ -120,14 +133,13 @@ def faint_pages(bench: Bench, year: str) -> dict[str, list[np.ndarray]]:
     truth, whose strokes are thick: kept apart so that they do not hide losses on small print)."""
     printed = [render_page(np.random.default_rng([RENDER_SEED, dpi]), dpi, (148, 210)) for dpi in (150, 200, 300)]
     try:
-        targets = [to_unit_float(read_gray(p.clean)) for p in held_out_pairs(bench.info, "val")
-                   if "dibco" not in str(p.dirty)]
+        targets = [read_page(p.clean) for p in bench.office_pairs("val")]
     except PairingError:
         targets = []
     groups = page_groups(targets)  # a page group's pages share their target: make it faint once
     printed += [targets[groups.index(group)] for group in sorted(set(groups))]
     gt = bench.data / "dibco" / year / "gt"
-    return {"printed": printed, "handwritten": [to_unit_float(read_gray(path)) for path in sorted(gt.glob("*.png"))]}
+    return {"printed": printed, "handwritten": [read_page(path) for path in sorted(gt.glob("*.png"))]}
 
 
 def faint_rows(bench: Bench, kinds: dict[str, list[np.ndarray]]) -> list[tuple]:
@@ -157,7 +169,7 @@ def scale_rows(bench: Bench) -> list[tuple]:
             clean = render_page(rng, dpi, (105, 148))
             dirty = to_uint8(corrupt(faint(clean, DEFAULT_STRENGTH["faint"], rng), random_recipe(rng), rng))
             for method, out in bench.outputs(dirty).items():
-                scores[method].append(dibco_scores(binarize(out), binarize(clean))[0])
+                scores[method].append(dibco_scores(out, clean)[0])
         rows.append((f"rendered pages at {dpi} dpi, faint ink and random degradations: F-measure, % (2 A6 pages)",
                      *(f"{np.mean(scores[m]):.2f}" for m in COLUMNS)))
     return rows
@@ -197,7 +209,7 @@ def ocr_rows(bench: Bench, part: str, year: str) -> list[tuple]:
     each beside doing nothing and unpaper with OCRmyPDF's --clean settings (`cleandoc evaluate --ocr`)."""
     rows = []
     try:
-        office = [p for p in held_out_pairs(bench.info, part) if "dibco" not in str(p.dirty)]
+        office = bench.office_pairs(part)
     except PairingError:
         office = []
     folder = bench.data / "dibco" / year

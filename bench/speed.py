@@ -1,6 +1,7 @@
 """cleandoc against unpaper on the same generated A4 pages, in one run, printed as a Markdown table.
 
-    python bench/speed.py [--pages 8] [--model default --model my.safetensors ...] [--huge 0] [--device cpu] [--precision auto]
+    python bench/speed.py [--pages 8] [--model default --model my.safetensors ...] [--huge 0] [--device cpu]
+                          [--precision auto]
 
 Both tools clean the same folder of rendered A4 pages at 300 dpi (2480×3508, `cleandoc synth`, seed 7), each
 as its own process: `cleandoc clean DIR -o OUT` once per model for the whole folder (start-up amortised over

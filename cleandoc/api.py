@@ -15,7 +15,7 @@ import torch
 
 from .clean import PageResult, Summary, clean_document, clean_pages
 from .files import Job
-from .imageio import PageError, to_gray
+from .imageio import PageError, as_uint8, to_gray
 from .models import Denoiser
 from .options import CleanOptions, RunOptions
 from .runtime import autocast_dtype, pick_device, release_freed_memory, set_threads
@@ -85,7 +85,7 @@ class Cleaner:
         gray H×W page as uint8 for uint8, uint16 for uint16 and float32 in [0, 1] for floats."""
         gray = to_gray(page, order="rgb")
         if page.dtype == np.uint8:
-            return self.run(gray if gray.dtype == np.uint8 else np.rint(gray * 255).astype(np.uint8))
+            return self.run(as_uint8(gray))
         cleaned = self.run(gray, out_dtype=np.float32)
         if page.dtype == np.uint16:
             return np.rint(cleaned * 65535).astype(np.uint16)
@@ -103,10 +103,7 @@ class Cleaner:
         replacing it; as `clean_file` otherwise. `dpi` renders pages that are not one scanned image at that
         resolution; `jpeg_quality` writes PDF pages as JPEG instead of losslessly."""
         options = CleanOptions(overwrite=True, binarize=binarize, dpi=dpi, jpeg_quality=jpeg_quality)
-        result = clean_document(Job(Path(src), Path(dst), "document"), self, options)
-        if result.status == "failed":
-            raise PageError(f"{src}: {result.reason}")
-        return result.warnings
+        return _warnings_or_raise(clean_document(Job(Path(src), Path(dst), "document"), self, options))
 
     def clean_file(self, src: str | os.PathLike, dst: str | os.PathLike, binarize: bool = False) -> list[str]:
         """Clean one image file into `dst` (its format from the extension; 1-bit with `binarize`), replacing it.
@@ -114,6 +111,11 @@ class Cleaner:
         when it cannot be read or written."""
         [result] = self.clean_files([Job(Path(src), Path(dst))], CleanOptions(overwrite=True, binarize=binarize,
                                                                              workers=1)).results
-        if result.status == "failed":
-            raise PageError(f"{src}: {result.reason}")
-        return result.warnings
+        return _warnings_or_raise(result)
+
+
+def _warnings_or_raise(result: PageResult) -> list[str]:
+    """What one file's cleaning gives a caller in Python: its warnings, or a PageError naming the file."""
+    if result.status == "failed":
+        raise PageError(f"{result.job.source}: {result.reason}")
+    return result.warnings

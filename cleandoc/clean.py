@@ -23,10 +23,9 @@ from .files import Job
 from .imageio import (
     JPEG_QUALITY,
     PageError,
+    as_uint8,
     read_image,
     remove_stale_temporaries,
-    to_uint8,
-    to_unit_float,
     write_page,
 )
 from .metrics import dark_strokes, strokes_kept
@@ -95,7 +94,7 @@ class _Decoded:
 
 
 def _strokes(page: np.ndarray) -> np.ndarray:
-    return dark_strokes(page if page.dtype == np.uint8 else to_uint8(to_unit_float(page)))
+    return dark_strokes(as_uint8(page))
 
 
 def _read(job: Job, max_pixels: int) -> _Decoded | PageResult:

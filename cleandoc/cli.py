@@ -28,6 +28,7 @@ from . import __version__
 from .noise import NOISE_NAMES
 from .options import (
     DEFAULT_ARCHITECTURE,
+    LOSSES,
     PRECISIONS,
     CleanOptions,
     RunOptions,
@@ -47,10 +48,7 @@ class OutputFormat(str, Enum):
     jpg = "jpg"
 
 
-class Loss(str, Enum):
-    mse = "mse"
-    l1 = "l1"
-    bce = "bce"
+Loss = Enum("Loss", {name: name for name in LOSSES}, type=str)
 
 
 Precision = Enum("Precision", {name: name for name in PRECISIONS}, type=str)  # the choices, for Typer
@@ -85,9 +83,11 @@ def _version(value: bool) -> None:
 def main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                                help="Print the version and exit.")] = False) -> None:
     """Clean scanned document pages with a learned denoising autoencoder."""
-    # The PDF libraries log their repairs of damaged files as warnings; what matters of them reaches the user as
-    # one line per file, so without a handler of its own a library warning is not printed.
-    logging.getLogger().addHandler(logging.NullHandler())
+    root = logging.getLogger()
+    if not root.handlers:  # once, also when the app runs many times in one process (tests)
+        # The PDF libraries log their repairs of damaged files as warnings; what matters of them reaches the user
+        # as one line per file, so without a handler of its own a library warning is not printed.
+        root.addHandler(logging.NullHandler())
 
 
 def _cleaner(model: Optional[str], device: str, precision, threads: Optional[int] = None, tile: int = 0,
@@ -181,7 +181,7 @@ def clean(
 
     from .documents import PDF_EXTENSIONS, TIFF_EXTENSIONS, is_document
     from .files import Job, Plan, parse_shard, plan_jobs
-    from .imageio import WRITE_EXTENSIONS, WRITE_FORMATS, write_atomically
+    from .imageio import BINARY_EXTENSIONS, WRITE_EXTENSIONS, WRITE_FORMATS, write_atomically
 
     try:
         shard_range = parse_shard(shard) if shard else None
@@ -189,7 +189,7 @@ def clean(
         raise _fail(str(exc)) from None
     single = _single_file(inputs, output)
     extension = output.suffix.lower() if single and str(output) != "-" else WRITE_FORMATS[fmt.value]
-    if binarize and extension in (".jpg", ".jpeg"):
+    if binarize and extension in WRITE_EXTENSIONS - BINARY_EXTENSIONS:
         raise _fail("--binarize writes PNG or TIFF pages, not JPEG")
     if not single and output.exists() and not output.is_dir():
         raise _fail(f"{output}: exists and is not a folder (name a folder, or one input file for a file output)")

@@ -15,6 +15,7 @@ import numpy as np
 from .imageio import (
     READ_EXTENSIONS,
     PageError,
+    as_uint8,
     read_gray,
     read_page,
     to_uint8,
@@ -215,7 +216,7 @@ def load_source_pages(pairs: list[Pair]) -> list[tuple[np.ndarray, np.ndarray]]:
         for path in dict.fromkeys((pair.dirty, pair.clean)):
             try:
                 gray = read_gray(path)
-                images.append(gray if gray.dtype == np.uint8 else to_uint8(to_unit_float(gray)))
+                images.append(as_uint8(gray))
             except PageError as exc:
                 problems.append(f"{path}: {exc}")
         if len(images) == 1 and pair.dirty == pair.clean:
@@ -337,7 +338,8 @@ def held_out_pairs(info: dict, part: str = "val") -> list[Pair]:
         if not dirty or str(dirty).startswith("none"):  # clean pages alone: no real dirty pages to score
             continue
         pairs = find_pairs(dirty, source["clean"])
-        groups = page_groups([clean for _, clean in load_source_pages(pairs)])
+        targets = load_source_pages([Pair(pair.name, pair.clean, pair.clean) for pair in pairs])  # groups need these
+        groups = page_groups([clean for _, clean in targets])
         val = source.get("val", data.get("val_fraction", 0.2))
         sealed = source.get("sealed", data.get("sealed_fraction", 0.0))
         split = split_by_group(groups, float(val), seed, float(sealed))

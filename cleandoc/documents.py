@@ -22,14 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageSequence, TiffImagePlugin
 
-from .imageio import (
-    PageError,
-    encode_page,
-    temporary_name,
-    to_gray,
-    to_uint8,
-    to_unit_float,
-)
+from .imageio import PageError, as_uint8, encode_page, temporary_name, to_gray, to_uint8
 
 PDF_EXTENSIONS = frozenset({".pdf"})
 TIFF_EXTENSIONS = frozenset({".tif", ".tiff"})
@@ -197,7 +190,7 @@ def _gray(pixels: np.ndarray) -> np.ndarray:
     if pixels.ndim == 3 and pixels.shape[2] == 4:
         pixels = pixels[..., :3]  # BGRx: the fourth byte is padding
     gray = to_gray(pixels)
-    return gray if gray.dtype == np.uint8 else to_uint8(to_unit_float(gray))
+    return as_uint8(gray)
 
 
 def _pdf_page(page, facts, dpi: float | None, max_pixels: int, number: int) -> DocumentPage:

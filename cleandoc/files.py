@@ -112,8 +112,7 @@ def _output(source: Path, target: Path, extension: str, split: bool) -> tuple[Pa
         return source, target.with_suffix(extension), "page"
     if split:
         return source, target.with_suffix(""), "split"
-    kind_extension = ".pdf" if source.suffix.lower() in DOCUMENT_EXTENSIONS else source.suffix.lower()
-    return source, target.with_suffix(kind_extension), "document"
+    return source, target.with_suffix(source.suffix.lower()), "document"
 
 
 def parse_shard(text: str) -> tuple[int, int]:

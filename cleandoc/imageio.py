@@ -276,6 +276,11 @@ def to_uint8(page: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(page * 255), 0, 255).astype(np.uint8)
 
 
+def as_uint8(page: np.ndarray) -> np.ndarray:
+    """Any gray page (8- or 16-bit, float) as 8-bit samples; an 8-bit page itself, not a copy."""
+    return page if page.dtype == np.uint8 else to_uint8(to_unit_float(page))
+
+
 def _to_gray(page: np.ndarray) -> np.ndarray:
     """Collapse channels to one gray plane; transparent areas become white paper."""
     if page.ndim == 2:

@@ -9,6 +9,8 @@ import cv2
 import doxapy
 import numpy as np
 
+from .imageio import to_uint8
+
 
 def squared_error(a: np.ndarray, b: np.ndarray) -> float:
     """Sum of squared differences, in float64: pooled RMSE is sqrt(sum over pages / pixel count)."""
@@ -44,7 +46,7 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
 def binarize(page: np.ndarray) -> np.ndarray:
     """A page as pure black and white (uint8 0 or 255): paper where it is at least half white, as `cleandoc
     clean --binarize` writes it."""
-    samples = page if page.dtype == np.uint8 else np.clip(np.rint(page * 255), 0, 255).astype(np.uint8)
+    samples = page if page.dtype == np.uint8 else to_uint8(page)
     return np.where(samples >= 128, np.uint8(255), np.uint8(0))
 
 

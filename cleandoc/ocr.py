@@ -16,11 +16,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import cv2
 import numpy as np
 from rapidfuzz.distance import Levenshtein
 
 from .data import Pair
-from .imageio import PageError, encode_page, read_image, to_uint8, to_unit_float
+from .imageio import PageError, as_uint8, encode_page, read_image
 
 if TYPE_CHECKING:
     from .api import Cleaner
@@ -44,10 +45,10 @@ def _program(name: str, package: str) -> str:
     return found
 
 
-def tesseract_text(page: np.ndarray, dpi: float = DEFAULT_DPI, language: str = "eng") -> str:
-    """What Tesseract reads on an 8-bit page."""
+def tesseract_text(page: np.ndarray, dpi: float = DEFAULT_DPI) -> str:
+    """What Tesseract reads on an 8-bit page, in English."""
     result = subprocess.run([_program("tesseract", "tesseract-ocr"), "stdin", "stdout", "--dpi", str(round(dpi)),
-                             "-l", language], input=encode_page(page, ".png"), capture_output=True, timeout=600)
+                             "-l", "eng"], input=encode_page(page, ".png"), capture_output=True, timeout=600)
     if result.returncode != 0:
         raise OcrError(f"tesseract failed: {result.stderr.decode(errors='replace').strip().splitlines()[-1:]}")
     return result.stdout.decode("utf-8", errors="replace")
@@ -55,8 +56,6 @@ def tesseract_text(page: np.ndarray, dpi: float = DEFAULT_DPI, language: str = "
 
 def unpaper_clean(page: np.ndarray, dpi: float = DEFAULT_DPI) -> np.ndarray:
     """The page as unpaper cleans it with OCRmyPDF's --clean settings."""
-    import cv2
-
     with tempfile.TemporaryDirectory(prefix="cleandoc-unpaper-") as folder:
         source, target = Path(folder) / "in.pgm", Path(folder) / "out.pgm"
         cv2.imwrite(str(source), page)
@@ -122,8 +121,7 @@ def score_ocr(pairs: Iterable[Pair], cleaner: Cleaner, on_page: Callable[[OcrSco
             clean, _ = read_image(pair.clean)
         except PageError as exc:
             raise OcrError(f"{pair.dirty}: {exc}") from None
-        dirty = dirty if dirty.dtype == np.uint8 else to_uint8(to_unit_float(dirty))
-        clean = clean if clean.dtype == np.uint8 else to_uint8(to_unit_float(clean))
+        dirty, clean = as_uint8(dirty), as_uint8(clean)
         dpi = dpi[0] if dpi else DEFAULT_DPI
         reference = reference_text(pair, clean, dpi)
         pages = {"do nothing": dirty, "unpaper": unpaper_clean(dirty, dpi), "cleandoc": cleaner.run(dirty)}

@@ -516,7 +516,7 @@ def render_figures(rng: np.random.Generator, dpi: int = 100, size_mm: tuple[floa
     for index, kind in enumerate(FIGURE_KINDS):
         row, column = divmod(index, 2)
         y0, x0 = margin + row * (cell_h + margin), margin + column * (cell_w + margin)
-        art = page._rules(cell_h, cell_w) if kind == "rules" else getattr(page, f"_{kind}")(cell_h, cell_w)
+        art = getattr(page, f"_{kind}")(cell_h, cell_w)
         page.canvas.paste(Image.fromarray(art), (x0, y0))
         regions[kind] = (slice(y0, y0 + cell_h), slice(x0, x0 + cell_w))
     return _shaded(page, rng), regions

@@ -20,6 +20,7 @@ from .data import (
     PageSet,
     PatchSampler,
     Source,
+    Split,
     find_pages,
     find_pairs,
     load_source_pages,
@@ -208,11 +209,15 @@ def train(train_sets: list[PageSet] | list[tuple[np.ndarray, np.ndarray]],
     return state
 
 
+def _read_source(source: Source) -> list[tuple[np.ndarray, np.ndarray]]:
+    """A source's (dirty, clean) pages, 8-bit; a folder of clean pages gives each page as both."""
+    return load_source_pages(find_pairs(source.dirty, source.clean) if source.dirty else find_pages(source.clean))
+
+
 def _source_pages(source: Source, val_fraction: float, sealed_fraction: float, seed: int
-                  ) -> tuple[list, list[int], object]:
+                  ) -> tuple[list, list[int], Split]:
     """A source's pages (8-bit), their page groups and their split."""
-    pairs = find_pairs(source.dirty, source.clean) if source.dirty else find_pages(source.clean)
-    pages = load_source_pages(pairs)
+    pages = _read_source(source)
     groups = page_groups([clean for _, clean in pages])
     split = split_by_group(groups, val_fraction if source.val is None else source.val, seed,
                            sealed_fraction if source.sealed is None else source.sealed)
@@ -250,7 +255,7 @@ def train_from_sources(sources: list[Source], out: str | Path, options: TrainOpt
         val_pages += [(to_uint8(corrupt(to_unit_float(clean), np.random.default_rng([options.seed, 7, i]))),
                        clean) for i, clean in enumerate(synthetic_val)]
     for source in val_sources:
-        pages, _, _ = _source_pages(source, 0.0, 0.0, options.seed)
+        pages = _read_source(source)
         val_pages += pages
         recorded.append({**source.describe(), "pages": len(pages), "use": "validation"})
     data = {"sources": recorded, "seed": options.seed, "val_fraction": options.val_fraction,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import shutil
 import sys
 from pathlib import Path
@@ -55,11 +54,3 @@ def console_script() -> str:
     assert found, "the cleandoc console script is not installed: pip install -e . first"
     return found
 
-
-def bench_script():
-    """bench/bench.py as a module: tests call the functions that make the published figures, not copies."""
-    script = Path(__file__).resolve().parents[1] / "bench" / "bench.py"
-    spec = importlib.util.spec_from_file_location("bench_script", script)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
