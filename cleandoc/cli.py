@@ -179,8 +179,8 @@ def clean(
     import json
     import tempfile
 
-    from .documents import PDF_EXTENSIONS, TIFF_EXTENSIONS, is_document
-    from .files import Job, Plan, parse_shard, plan_jobs
+    from .documents import is_document
+    from .files import Plan, file_job, parse_shard, plan_jobs
     from .imageio import BINARY_EXTENSIONS, WRITE_EXTENSIONS, WRITE_FORMATS, write_atomically
 
     try:
@@ -227,21 +227,13 @@ def clean(
                 data = sys.stdin.buffer.read()
                 source = Path(scratch) / _stdin_name(data)
                 source.write_bytes(data)
-            kind = "document" if is_document(source) else "page"
-            if kind == "document" and str(output) == "-":
+            if str(output) == "-" and is_document(source):
                 extension = ".pdf" if source.suffix.lower() == ".pdf" else ".tif"
             target = Path(scratch) / f"stdout{extension}" if str(output) == "-" else output
-            if str(output) != "-" and target.resolve() == source.resolve():
-                raise _fail(f"{source}: output would overwrite the input")
-            if kind == "document":
-                allowed, what = (PDF_EXTENSIONS, "a PDF") if source.suffix.lower() in PDF_EXTENSIONS else \
-                    (TIFF_EXTENSIONS, "a TIFF")
-            else:
-                allowed, what = WRITE_EXTENSIONS, "an image"
-            if target.suffix.lower() not in allowed:
-                raise _fail(f"{target}: {source} is written as {what}; name an output of that kind, or a folder "
-                            f"(--split writes a document's pages as images)")
-            plan = Plan([Job(source, target, kind)], [], 1)
+            try:
+                plan = Plan([file_job(source, target)], [], 1)
+            except ValueError as exc:
+                raise _fail(str(exc)) from None
         else:
             plan = plan_jobs(inputs, output, extension, recursive, shard_range, split)
         for source, reason in plan.problems:

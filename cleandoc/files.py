@@ -103,6 +103,28 @@ def plan_jobs(
     return Plan(jobs=kept, problems=problems, total_before_shard=len(jobs))
 
 
+def file_job(source: Path, target: Path) -> Job:
+    """The job of one input file cleaned to one named output file: a page to an image file, a document to a
+    document of its own kind. ValueError, one line, when the output would overwrite the input or is of
+    another kind."""
+    from .documents import PDF_EXTENSIONS, TIFF_EXTENSIONS, is_document
+    from .imageio import WRITE_EXTENSIONS
+
+    if target.resolve() == source.resolve():
+        raise ValueError(f"{source}: output would overwrite the input")
+    kind = "document" if is_document(source) else "page"
+    if kind == "page":
+        allowed, what = WRITE_EXTENSIONS, "an image"
+    elif source.suffix.lower() in PDF_EXTENSIONS:
+        allowed, what = PDF_EXTENSIONS, "a PDF"
+    else:
+        allowed, what = TIFF_EXTENSIONS, "a TIFF"
+    if target.suffix.lower() not in allowed:
+        raise ValueError(f"{target}: {source} is written as {what}; name an output of that kind, or a folder "
+                         f"(--split writes a document's pages as images)")
+    return Job(source, target, kind)
+
+
 def _output(source: Path, target: Path, extension: str, split: bool) -> tuple[Path, Path, str]:
     """(source, output, kind) of one input file: an image gets `extension`; a document keeps its kind's, or with
     `split` its stem only (pages add their number and extension)."""

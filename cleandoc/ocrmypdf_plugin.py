@@ -19,6 +19,10 @@ from ocrmypdf.exceptions import BadArgsError
 
 log = logging.getLogger(__name__)
 _cleaners: dict[str, object] = {}  # per worker process: model name → Cleaner
+# Per worker process: the page last cleaned for OCR under --cleandoc-final, keyed by page number and size. OCRmyPDF
+# makes a page's OCR image and then its visible image from the same raster, in the same process, so the visible
+# page reuses this instead of being cleaned a second time.
+_cleaned_for_ocr: dict[tuple[int, tuple[int, int]], object] = {}
 TESSERACT_MAX_SIDE = 32767  # Tesseract cannot read images wider or taller than this
 TESSERACT_MAX_BYTES = 2**31 - 1
 
@@ -113,7 +117,11 @@ def _tesseract_limits(image, options):
 def filter_ocr_image(page, image):
     if not _option(page.options, "cleandoc", False):
         return None  # not ours: the next hook (Tesseract's) has the image
-    return _tesseract_limits(_cleaned_image(image, page.options), page.options)
+    cleaned = _cleaned_image(image, page.options)
+    if _option(page.options, "cleandoc_final", False):
+        _cleaned_for_ocr.clear()
+        _cleaned_for_ocr[(page.pageno, image.size)] = cleaned
+    return _tesseract_limits(cleaned, page.options)
 
 
 @hookimpl
@@ -123,8 +131,12 @@ def filter_page_image(page, image_filename: Path) -> Path:
     from PIL import Image
 
     with Image.open(image_filename) as image:
-        image.load()
-        cleaned = _cleaned_image(image, page.options)
+        cleaned = _cleaned_for_ocr.pop((page.pageno, image.size), None)
+        if cleaned is None:  # the OCR image was another size (shrunk for OCR) or made elsewhere: clean this one
+            image.load()
+            cleaned = _cleaned_image(image, page.options)
+        elif "dpi" in image.info:
+            cleaned.info["dpi"] = image.info["dpi"]
     target = image_filename.with_name(f"{image_filename.stem}.cleandoc.png")
     cleaned.save(target, dpi=tuple(round(v) for v in cleaned.info.get("dpi", (300, 300))))
     return target

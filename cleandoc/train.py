@@ -104,11 +104,12 @@ def _learning_rate(options: TrainOptions, step: int, total: int) -> float:
 def train(train_sets: list[PageSet] | list[tuple[np.ndarray, np.ndarray]],
           val_pages: list[tuple[np.ndarray, np.ndarray]], out: str | Path, options: TrainOptions, *,
           init: str | Path | None = None, resume: bool = False, device: str = "auto", provenance: dict | None = None,
-          on_progress: Callable[[dict], None] | None = None) -> dict:
+          on_progress: Callable[[dict], None] | None = None, corruptor: Callable | None = None) -> dict:
     """Train and write the best model (by validation RMSE) to `out`; return the final training state.
 
     train_sets: one PageSet per source (or a plain list of (dirty, clean) pages: one source).
     on_progress receives {"event": "step", ...} after each step and {"event": "epoch", ...} after each epoch.
+    corruptor: the corruption process of the noise recipe, when the caller has already built it (`_corruptor`).
     """
     if train_sets and not isinstance(train_sets[0], PageSet):
         train_sets = [PageSet(list(train_sets))]
@@ -136,8 +137,9 @@ def train(train_sets: list[PageSet] | list[tuple[np.ndarray, np.ndarray]],
     optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=options.weight_decay)
     if optimizer_state:
         optimizer.load_state_dict(optimizer_state)
-    real_pages = [page for page_set in train_sets if not page_set.synthetic_only for page in page_set.pages]
-    corruptor = _corruptor(options.noise, real_pages) if options.noise else None
+    if corruptor is None and options.noise:
+        corruptor = _corruptor(options.noise, [page for page_set in train_sets if not page_set.synthetic_only
+                                               for page in page_set.pages])
     try:
         sampler = PatchSampler(train_sets, options.patch_size, max_scale=options.max_scale, synthesize=corruptor,
                                synthetic_fraction=options.synthetic_fraction)
@@ -250,7 +252,8 @@ def train_from_sources(sources: list[Source], out: str | Path, options: TrainOpt
         recorded.append({**source.describe(), "pages": len(pages), "page_groups": len(set(groups)),
                          "train_pages": len(split.train), "val_pages": len(split.val),
                          "sealed_pages": len(split.sealed)})
-    if synthetic_val:
+    corrupt = None
+    if synthetic_val:  # built once, and handed to `train` for the training patches too
         corrupt = _corruptor(options.noise, [p for s in train_sets if not s.synthetic_only for p in s.pages])
         val_pages += [(to_uint8(corrupt(to_unit_float(clean), np.random.default_rng([options.seed, 7, i]))),
                        clean) for i, clean in enumerate(synthetic_val)]
@@ -265,4 +268,4 @@ def train_from_sources(sources: list[Source], out: str | Path, options: TrainOpt
                      "val_pages": len(val_pages), "sources": recorded})
     provenance = {"data": data, **(train_kwargs.pop("provenance", None) or {})}
     return train(train_sets, val_pages, out, options, provenance=provenance, on_progress=on_progress,
-                 **train_kwargs)
+                 corruptor=corrupt, **train_kwargs)

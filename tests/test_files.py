@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from cleandoc.files import Job, parse_shard, plan_jobs
+from cleandoc.files import Job, file_job, parse_shard, plan_jobs
 
 
 def touch(*paths: Path) -> None:
@@ -223,3 +223,19 @@ def test_parse_shard_accepts_k_of_n(text, expected):
 def test_parse_shard_rejects_everything_else(text):
     with pytest.raises(ValueError, match=f"^shard must be K/N with 1 <= K <= N, got {text!r}$"):
         parse_shard(text)
+
+
+def test_one_file_to_one_named_output_keeps_its_kind(tmp_path):
+    from PIL import Image
+
+    page, pdf = tmp_path / "page.png", tmp_path / "scan.pdf"
+    Image.new("L", (8, 8), 255).save(page)
+    pdf.write_bytes(b"%PDF-1.4\n")  # named a PDF: a document, judged by its extension
+    assert file_job(page, tmp_path / "out.jpg") == Job(page, tmp_path / "out.jpg", "page")
+    assert file_job(pdf, tmp_path / "out.PDF").kind == "document"
+    with pytest.raises(ValueError, match="overwrite the input"):
+        file_job(page, page)
+    with pytest.raises(ValueError, match=r"scan\.pdf is written as a PDF"):
+        file_job(pdf, tmp_path / "out.png")
+    with pytest.raises(ValueError, match="written as an image"):
+        file_job(page, tmp_path / "out.pdf")

@@ -85,14 +85,34 @@ def test_the_ocr_image_is_cleaned_once_per_process_and_keeps_its_resolution(monk
 
     real_load = Cleaner.load
     monkeypatch.setattr(Cleaner, "load", classmethod(lambda cls, *a, **k: loads.append(a) or real_load(*a, **k)))
-    page = types.SimpleNamespace(options=options(cleandoc=True, cleandoc_model=str(tiny_model_path),
-                                                 cleandoc_binarize=True))
+    page = types.SimpleNamespace(pageno=0, options=options(cleandoc=True, cleandoc_model=str(tiny_model_path),
+                                                           cleandoc_binarize=True))
     image = Image.new("RGB", (64, 48), (230, 220, 200))
     image.info["dpi"] = (300, 300)
     for _ in range(2):
         cleaned = ocrmypdf_plugin.filter_ocr_image(page, image)
         assert cleaned.mode == "1" and cleaned.size == image.size and cleaned.info["dpi"] == (300, 300)
     assert len(loads) == 1
+
+
+def test_with_cleandoc_final_the_visible_page_reuses_the_page_cleaned_for_ocr(monkeypatch, tmp_path,
+                                                                            tiny_model_path):
+    cleaned_sizes = []
+    real = ocrmypdf_plugin._cleaned_image
+    monkeypatch.setattr(ocrmypdf_plugin, "_cleaned_image",
+                        lambda image, opts: cleaned_sizes.append(image.size) or real(image, opts))
+    page = types.SimpleNamespace(pageno=3, options=options(cleandoc=True, cleandoc_final=True,
+                                                           cleandoc_model=str(tiny_model_path)))
+    visible = tmp_path / "visible.png"
+    Image.new("L", (64, 48), 200).save(visible, dpi=(200, 200))
+    for_ocr = ocrmypdf_plugin.filter_ocr_image(page, Image.open(visible))
+    shown = ocrmypdf_plugin.filter_page_image(page, visible)
+    assert cleaned_sizes == [(64, 48)]  # cleaned once, for both
+    assert np.array_equal(np.asarray(Image.open(shown)), np.asarray(for_ocr))
+    assert Image.open(shown).info["dpi"] == pytest.approx((200, 200), rel=1e-3)
+    ocrmypdf_plugin.filter_ocr_image(page, Image.new("L", (32, 24), 200))  # shrunk for OCR: not the visible page
+    ocrmypdf_plugin.filter_page_image(page, visible)
+    assert cleaned_sizes == [(64, 48), (32, 24), (64, 48)]
 
 
 def test_huge_images_are_shrunk_as_tesseract_needs():
