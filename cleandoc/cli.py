@@ -29,6 +29,7 @@ from .noise import NOISE_NAMES
 from .options import (
     DEFAULT_ARCHITECTURE,
     LOSSES,
+    MAX_INK_BIAS,
     PRECISIONS,
     CleanOptions,
     RunOptions,
@@ -305,7 +306,7 @@ def train(
     kernel: Annotated[Optional[int], typer.Option(help="unet: side of the filter of the input predicted for each "
                                                        "pixel (1: a per-pixel gain; 0: none).",
                                                   show_default=False)] = None,
-    epochs: Annotated[int, _train_option("epochs", min=1)] = default(TrainOptions, "epochs"),
+    epochs: Annotated[int, _train_option("epochs", min=0)] = default(TrainOptions, "epochs"),
     patch_size: Annotated[int, _train_option("patch_size", min=16)] = default(TrainOptions, "patch_size"),
     max_scale: Annotated[float, _train_option("max_scale", min=1.0)] = default(TrainOptions, "max_scale"),
     patches_per_epoch: Annotated[int, _train_option("patches_per_epoch", min=1)] =
@@ -315,6 +316,9 @@ def train(
     weight_decay: Annotated[float, _train_option("weight_decay", min=0.0)] = default(TrainOptions, "weight_decay"),
     loss: Annotated[Loss, _train_option("loss")] = Loss(default(TrainOptions, "loss")),
     ink_weight: Annotated[float, _train_option("ink_weight", min=1.0)] = default(TrainOptions, "ink_weight"),
+    ink_bias: Annotated[Optional[float], _train_option("ink_bias", min=0.0, max=MAX_INK_BIAS,
+                                                                 show_default=False)] = \
+        default(TrainOptions, "ink_bias"),
     patience: Annotated[int, _train_option("patience", min=0)] = default(TrainOptions, "patience"),
     seed: Annotated[int, _train_option("seed")] = default(TrainOptions, "seed"),
     val_fraction: Annotated[float, _train_option("val_fraction", min=0.0, max=0.9)] =
@@ -353,8 +357,8 @@ def train(
         raise _fail("give at least one training source: --pairs DIRTY:CLEAN or --pages CLEAN")
     options = TrainOptions(model=config, epochs=epochs, patch_size=patch_size, max_scale=max_scale,
                            patches_per_epoch=patches_per_epoch, batch_size=batch_size, lr=lr,
-                           weight_decay=weight_decay, loss=loss.value, ink_weight=ink_weight, patience=patience,
-                           seed=seed,
+                           weight_decay=weight_decay, loss=loss.value, ink_weight=ink_weight,
+                           ink_bias=ink_bias, patience=patience, seed=seed,
                            noise=list(noise or []), synthetic_fraction=synthetic_fraction, contractive=contractive,
                            amp=amp, val_fraction=val_fraction, sealed_fraction=sealed_fraction)
     progress = _progress(quiet)

@@ -16,6 +16,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from .options import MAX_INK_BIAS
+
 INPUT_SKIP_GAIN = 6.0
 
 
@@ -62,10 +64,12 @@ class Denoiser(nn.Module):
     a forward pass in inference mode, which bounds a tile's activation memory. `first_conv`: the convolution that
     reads the page and the pixel-unshuffle factor in front of it (1: none), whose filters `cleandoc inspect`
     draws. `encode(x)`: the bottleneck code (what the contractive penalty regularises). `logits(x)`: the clean
-    page before the sigmoid (what the losses take)."""
+    page before the sigmoid (what the losses take). `ink_bias` (config key "ink_bias", absent when 0): how far
+    cleaning moves every pixel's logit toward ink, past what the network predicts; the losses never see it."""
 
     arch: str
     config: dict
+    ink_bias: float = 0.0
 
     @property
     def receptive_radius(self) -> int:
@@ -90,7 +94,8 @@ class Denoiser(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.logits(x))
+        logits = self.logits(x)
+        return torch.sigmoid(logits - self.ink_bias if self.ink_bias else logits)
 
 
 class UNet(Denoiser):
@@ -274,15 +279,30 @@ ARCHITECTURES: dict[str, type[Denoiser]] = {UNet.arch: UNet, ConvDAE.arch: ConvD
 
 
 def build_model(config: dict) -> Denoiser:
-    """Rebuild a model from its config: {"arch": name, **constructor arguments}."""
+    """Rebuild a model from its config: {"arch": name, **constructor arguments, "ink_bias": b (optional)}."""
     config = dict(config)
     name = config.pop("arch", None)
     if not isinstance(name, str) or name not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {name!r} (known: {', '.join(sorted(ARCHITECTURES))})")
+    ink_bias = config.pop("ink_bias", 0.0)
     try:
-        return ARCHITECTURES[name](**config)
+        model = ARCHITECTURES[name](**config)
     except TypeError as exc:
         raise ValueError(f"bad settings for architecture {name!r}: {exc}") from None
+    set_ink_bias(model, ink_bias)
+    return model
+
+
+def set_ink_bias(model: Denoiser, ink_bias: float) -> None:
+    """Make cleaning move every pixel's logit `ink_bias` toward ink (0: as the network predicts). A small bias keeps
+    the soft edges of faint strokes ink, at the cost of slightly darker grey tones; training fits the network
+    beneath it, so it is a choice about the finished model, made on validation pages."""
+    if not isinstance(ink_bias, (int, float)) or isinstance(ink_bias, bool) or not 0 <= ink_bias <= MAX_INK_BIAS:
+        raise ValueError(f"ink_bias must be a number from 0 to {MAX_INK_BIAS:g}, got {ink_bias!r}")
+    model.ink_bias = float(ink_bias)
+    model.config.pop("ink_bias", None)
+    if ink_bias:
+        model.config["ink_bias"] = float(ink_bias)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -8,6 +8,7 @@ from dataclasses import MISSING, dataclass, field, fields
 
 LOSSES = ("mse", "l1", "bce")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+MAX_INK_BIAS = 2.0  # logits: at 2, a pixel the network puts at 0.88 comes out at half
 DEFAULT_MAX_PIXELS = 30_000 * 30_000  # the largest page cleandoc decodes (a small file can claim a huge image)
 # The architecture of the shipped default model: what `cleandoc train` builds unless told otherwise.
 DEFAULT_ARCHITECTURE = {"arch": "unet", "widths": [24, 48, 96, 192, 384], "unshuffle": 2, "convs": 1,
@@ -51,7 +52,8 @@ class CleanOptions:
 @dataclass(frozen=True)
 class TrainOptions:
     model: dict = _option(DEFAULT_ARCHITECTURE, "The architecture to build: {'arch': name, **its settings}.")
-    epochs: int = _option(40, "Epochs to train.")
+    epochs: int = _option(40, "Epochs to train; 0 with --init: validate and write the --init model with this run's "
+                              "settings (such as --ink-bias), untrained.")
     patch_size: int = _option(128, "Side of the training patches.")
     max_scale: float = _option(1.0, "Rescale half the patches by up to this factor, up or down (1: off).")
     patches_per_epoch: int = _option(2048, "Patches per epoch.")
@@ -62,6 +64,10 @@ class TrainOptions:
     ink_weight: float = _option(1.0, "Weight of the loss on the target's ink pixels (darker than half) against "
                                      "paper; above 1, a model keeps faint and thin strokes rather than risk "
                                      "erasing them.")
+    ink_bias: float | None = _option(None, "Logits by which the model's cleaning leans toward ink, past what the "
+                                           f"network predicts (0 to {MAX_INK_BIAS:g}; default: the --init model's, "
+                                           "else 0): faint strokes keep their soft edges, grey tones come out a "
+                                           "little darker. Validation sees it; the loss does not.")
     patience: int = _option(10, "Stop after this many epochs without a better validation RMSE; 0 never stops early.")
     seed: int = _option(0, "Makes a run repeatable on the same machine; also picks the page groups held out.")
     noise: list = _option([], "Corruption recipe for synthetic patches, steps NAME[:STRENGTH] applied in order.")

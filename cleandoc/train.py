@@ -29,7 +29,7 @@ from .data import (
 )
 from .evaluate import pooled_rmse
 from .imageio import to_uint8, to_unit_float
-from .models import build_model, count_parameters
+from .models import build_model, count_parameters, set_ink_bias
 from .noise import NoiseBank, make_corruptor, parse_recipe
 from .options import LOSSES, TrainOptions
 from .runtime import cpu_has_native_bf16, pick_device
@@ -116,6 +116,9 @@ def train(train_sets: list[PageSet] | list[tuple[np.ndarray, np.ndarray]],
     out = Path(out)
     ckpt = checkpoint_path(out)
     dev = pick_device(device)
+    if options.epochs == 0 and not (init and not resume):
+        raise TrainingError("--epochs 0 writes the --init model with this run's settings (such as --ink-bias) "
+                            "without training it: give --init")
     if options.loss not in LOSSES:
         raise TrainingError(f"unknown loss {options.loss!r} (choose from {', '.join(LOSSES)})")
     if resume:
@@ -127,6 +130,8 @@ def train(train_sets: list[PageSet] | list[tuple[np.ndarray, np.ndarray]],
         torch.manual_seed(options.seed)
         try:
             model = load_model(init)[0] if init else build_model(options.model)
+            if options.ink_bias is not None:
+                set_ink_bias(model, options.ink_bias)
         except ValueError as exc:
             raise TrainingError(str(exc)) from None
         options = replace(options, model=model.config)
@@ -158,6 +163,12 @@ def train(train_sets: list[PageSet] | list[tuple[np.ndarray, np.ndarray]],
     if state.get("init"):
         base_info["initialised_from"] = state["init"]
 
+    if options.epochs == 0:  # no training: the starting model as it is, with this run's settings, validated
+        val_rmse = pooled_rmse(Cleaner(model, device=dev), val_pages) if val_pages else None
+        state.update(best_rmse=val_rmse, best_epoch=0)
+        save_model(model, out, {**base_info, "options": state["options"], "epoch": 0, "val_rmse": val_rmse,
+                                "best_epoch": 0, "history": []})
+        return state
     while state["epoch"] < options.epochs and not state.get("stopped_early"):
         epoch = state["epoch"] + 1
         started = time.perf_counter()

@@ -303,3 +303,24 @@ def test_per_pixel_filter_applies_what_the_head_predicts(kernel):
     bias = 0.25 * (1 + 2 * rows + cols)
     expected = (INPUT_SKIP_GAIN - 2.0) * centred + bias + (0.5 * top_left if kernel > 1 else 0)
     torch.testing.assert_close(model.logits(x), expected)
+
+
+def test_ink_bias_leans_cleaning_toward_ink_and_travels_in_the_config():
+    torch.manual_seed(0)
+    plain = build_model({"arch": "unet", "widths": [8, 16], "unshuffle": 2, "convs": 1})
+    leaning = build_model({**plain.config, "ink_bias": 0.5})
+    leaning.load_state_dict(plain.state_dict())
+    x = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(leaning.logits(x), plain.logits(x))  # what the losses take: the network alone
+        assert torch.allclose(leaning(x), torch.sigmoid(plain.logits(x) - 0.5))
+        assert (leaning(x) < plain(x)).all()  # darker everywhere: toward ink
+    assert leaning.config["ink_bias"] == 0.5 and "ink_bias" not in plain.config
+    assert build_model(leaning.config).ink_bias == 0.5
+    assert "ink_bias" not in build_model({**plain.config, "ink_bias": 0}).config  # 0: as files without it
+
+
+@pytest.mark.parametrize("bias", [-0.1, 2.5, "0.4", True, float("nan")])
+def test_ink_bias_must_be_a_small_number(bias):
+    with pytest.raises(ValueError, match="ink_bias"):
+        build_model({"arch": "unet", "widths": [8], "ink_bias": bias})

@@ -25,13 +25,14 @@ SHARED = ROOT.parent / "shared" / "data"
 SEED = 31337  # pages no training run renders (their seeds are the dpi) and no benchmark either (2024)
 # Pooled RMSE on the four bundled NoisyOffice samples (validation page groups: never trained on), measured with
 # this file's test and rounded up by about 5%: a model that cleans them worse than the shipped one fails.
-SAMPLE_RMSE_BAR = {"default": 0.033}
-# The share of faint printed ink kept, per ink contrast. The goal is 0.97 at every contrast; the bars are what the
-# shipped model keeps less one point (the model card gives both), so a model that keeps less ink fails.
-FAINT_INK_BAR = {"default": {0.25: 0.92, 0.4: 0.95, 0.6: 0.95, 1.0: 0.97}}
+SAMPLE_RMSE_BAR = {"default": 0.038}
+# The share of faint printed ink kept, per ink contrast: the project's goal, 0.97 at every contrast from 0.25 up (the
+# shipped model keeps 0.978 and more), so a model that keeps less ink fails.
+FAINT_INK_BAR = {"default": {0.25: 0.97, 0.4: 0.97, 0.6: 0.97, 1.0: 0.97}}
 # Figures on a lightly toned page: the share of their dark pixels kept, and the mean tone error over their
-# content. The shipped model darkens grey fills (chart) and lightens a stamp in light ink; the bars hold it there.
-FIGURE_INK_BAR, FIGURE_TONE_BAR = 0.88, {"chart": 0.25, "photo": 0.15, "drawing": 0.15, "stamp": 0.45, "rules": 0.15}
+# content. The shipped model darkens grey fills (chart) and photographs and turns a stamp in light ink dark; the
+# bars hold it there.
+FIGURE_INK_BAR, FIGURE_TONE_BAR = 0.95, {"chart": 0.25, "photo": 0.18, "drawing": 0.15, "stamp": 0.45, "rules": 0.15}
 
 
 @pytest.fixture(scope="module", params=SHIPPED_MODELS)
@@ -43,7 +44,9 @@ def shipped(request) -> tuple[str, Cleaner]:
 def test_train_builds_the_shipped_default_architecture_unless_told_otherwise():
     from cleandoc.options import DEFAULT_ARCHITECTURE, TrainOptions
 
-    assert TrainOptions().model == DEFAULT_ARCHITECTURE == Cleaner.load("default").info.config
+    shipped = dict(Cleaner.load("default").info.config)
+    shipped.pop("ink_bias")  # a choice about the finished model (`--ink-bias`), not part of what training builds
+    assert TrainOptions().model == DEFAULT_ARCHITECTURE == shipped
 
 
 def test_shipped_models_are_small_and_documented(shipped):

@@ -30,6 +30,7 @@ from cleandoc.store import load_checkpoint, load_model
 from cleandoc.train import (
     TrainingError,
     TrainOptions,
+    _loss,
     checkpoint_path,
     diverged,
     train,
@@ -653,3 +654,42 @@ def test_evaluate_finds_a_models_held_out_pages_from_its_file(pair_set, tmp_path
     assert len(names) == 2 * VARIANTS  # two different page groups
     neither = cli("evaluate", "--model", out)
     assert neither.exit_code == 2 and "--held-out" in neither.stderr
+
+
+def test_ink_weight_counts_the_targets_ink_pixels_more():
+    clean = torch.ones(1, 1, 12, 12)
+    clean[..., 2:10, 2:10] = 0.0  # 64 ink pixels, 80 paper
+
+    class InkWrong(torch.nn.Module):  # exact on paper, off by 0.5 on ink
+        def logits(self, x):
+            return torch.where(clean < 0.5, 0.0, 20.0)
+
+    assert float(_loss(InkWrong(), clean, clean, "mse")) == pytest.approx(0.25 * 64 / 144)
+    assert float(_loss(InkWrong(), clean, clean, "mse", 4)) == pytest.approx(0.25 * 4 * 64 / (4 * 64 + 80))
+
+
+def test_ink_bias_is_set_on_the_trained_model_and_kept_from_init(pair_set, tmp_path):
+    leaning = tmp_path / "leaning.safetensors"
+    from_folders(*pair_set, leaning, tiny_options(epochs=1, ink_bias=0.3), device="cpu")
+    model, about = load_model(leaning)
+    assert model.ink_bias == 0.3 and about.config["ink_bias"] == 0.3
+    kept = tmp_path / "kept.safetensors"
+    from_folders(*pair_set, kept, tiny_options(epochs=1), init=leaning, device="cpu")
+    assert load_model(kept)[0].ink_bias == 0.3
+    cleared = tmp_path / "cleared.safetensors"
+    from_folders(*pair_set, cleared, tiny_options(epochs=1, ink_bias=0.0), init=leaning, device="cpu")
+    assert "ink_bias" not in load_model(cleared)[1].config
+
+
+def test_zero_epochs_writes_the_init_model_with_new_settings_untrained(pair_set, tmp_path):
+    start = tmp_path / "start.safetensors"
+    from_folders(*pair_set, start, tiny_options(epochs=1), device="cpu")
+    out = tmp_path / "leaning.safetensors"
+    state = from_folders(*pair_set, out, tiny_options(epochs=0, ink_bias=0.4), init=start, device="cpu")
+    before, after = load_model(start)[0], load_model(out)
+    assert after[0].ink_bias == 0.4 and state["epoch"] == 0
+    assert all(torch.equal(after[0].state_dict()[key], value) for key, value in before.state_dict().items())
+    unbiased = load_model(start)[1].figures["val_rmse"]  # the same validation pages, without the bias
+    assert after[1].figures["val_rmse"] == state["best_rmse"] != pytest.approx(unbiased, abs=1e-6)
+    with pytest.raises(TrainingError, match="--epochs 0 .* give --init"):
+        from_folders(*pair_set, tmp_path / "x.safetensors", tiny_options(epochs=0), device="cpu")
