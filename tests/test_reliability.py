@@ -98,8 +98,11 @@ def test_ctrl_c_stops_promptly_with_the_summary_so_far(folder, tiny_model_path, 
     for name in folder["reference"]:
         for copy in range(10):
             os.link(folder["src"] / name, src / f"{copy}-{name}")
+    # A shell starts background jobs with SIGINT ignored, which a child inherits, and Python then never raises
+    # KeyboardInterrupt: give cleandoc the default disposition, as a terminal's foreground job has.
     process = subprocess.Popen(clean_command(src, out, tiny_model_path), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env=ENV)
+                               stderr=subprocess.PIPE, text=True, env=ENV,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     wait_for(lambda: out.exists() and any(not p.name.startswith(".") for p in out.iterdir()))
     process.send_signal(signal.SIGINT)
     sent = time.monotonic()
