@@ -49,6 +49,7 @@ A4_300DPI = (3508, 2480)  # height, width
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CONTRASTS = (0.2, 0.25, 0.3, 0.4, 0.6, 0.8, 1.0)
 STROKE_CORE = 0.2  # a clean page's pixels darker than this are a stroke's core, not its anti-aliased edge
+CORE_CONTRAST = 0.25  # the faintest contrast the shipped model's bars hold: where the cores are counted too
 SCALE_DPI = (100, 200, 300, 600)
 RENDER_SEED = 2024  # rendered benchmark pages; training pages are rendered with other seeds
 COLUMNS = BINARY_METHODS
@@ -145,12 +146,14 @@ def faint_pages(bench: Bench, year: str) -> dict[str, list[np.ndarray]]:
 
 def faint_rows(bench: Bench, kinds: dict[str, list[np.ndarray]]) -> list[tuple]:
     """The share of ink pixels (target darker than half) kept, per kind and contrast; for printed ink at the
-    faintest contrast the bars hold, also the share of the strokes' cores (darker than STROKE_CORE) kept, which
+    CORE_CONTRAST, also the share of the strokes' cores (darker than STROKE_CORE) kept, which
     tells strokes that thin (their soft edges lost) from strokes that vanish."""
     rows = []
     for kind, pages in kinds.items():
         for contrast in CONTRASTS if kind == "printed" else (0.25,):
-            darker_than = {"ink": 0.5, "core": STROKE_CORE} if kind == "printed" and contrast == 0.25 else {"ink": 0.5}
+            darker_than = {"ink": 0.5}
+            if kind == "printed" and contrast == CORE_CONTRAST:
+                darker_than["core"] = STROKE_CORE
             kept = {name: dict.fromkeys(COLUMNS, 0.0) for name in darker_than}
             ink = dict.fromkeys(darker_than, 0)
             for index, page in enumerate(pages):

@@ -116,7 +116,7 @@ def train(train_sets: list[PageSet] | list[tuple[np.ndarray, np.ndarray]],
     out = Path(out)
     ckpt = checkpoint_path(out)
     dev = pick_device(device)
-    if options.epochs == 0 and not (init and not resume):
+    if options.epochs == 0 and (resume or not init):
         raise TrainingError("--epochs 0 writes the --init model with this run's settings (such as --ink-bias) "
                             "without training it: give --init")
     if options.loss not in LOSSES:
@@ -139,6 +139,27 @@ def train(train_sets: list[PageSet] | list[tuple[np.ndarray, np.ndarray]],
                  "options": asdict(options)}
         optimizer_state = None
     model = model.to(dev, memory_format=torch.channels_last).train()
+    base_info = {"trained_by": f"cleandoc {__version__}", "parameters": count_parameters(model),
+                 "train_pages": sum(len(page_set.pages) for page_set in train_sets), "val_pages": len(val_pages),
+                 **(provenance or {})}
+    if init and not resume:
+        state.setdefault("init", str(init))
+    if state.get("init"):
+        base_info["initialised_from"] = state["init"]
+
+    def validate() -> float | None:
+        return pooled_rmse(Cleaner(model, device=dev), val_pages) if val_pages else None
+
+    def record(epoch: int, val_rmse: float | None) -> dict:
+        """What the model file says of the run so far."""
+        return {**base_info, "options": state["options"], "epoch": epoch, "val_rmse": val_rmse,
+                "best_epoch": state["best_epoch"], "history": state["history"]}
+
+    if options.epochs == 0:  # no training: the starting model as it is, with this run's settings, validated
+        val_rmse = validate()
+        state.update(best_rmse=val_rmse, best_epoch=0)
+        save_model(model, out, record(0, val_rmse))
+        return state
     optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=options.weight_decay)
     if optimizer_state:
         optimizer.load_state_dict(optimizer_state)
@@ -155,20 +176,7 @@ def train(train_sets: list[PageSet] | list[tuple[np.ndarray, np.ndarray]],
     amp = options.amp and (dev.type == "cuda" or cpu_has_native_bf16())
     precision = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if amp else contextlib.nullcontext
     torch.backends.cudnn.benchmark = dev.type == "cuda"  # patches have one fixed shape: let cuDNN pick its kernels
-    base_info = {"trained_by": f"cleandoc {__version__}", "parameters": count_parameters(model),
-                 "train_pages": sum(len(page_set.pages) for page_set in train_sets), "val_pages": len(val_pages),
-                 **(provenance or {})}
-    if init and not resume:
-        state.setdefault("init", str(init))
-    if state.get("init"):
-        base_info["initialised_from"] = state["init"]
 
-    if options.epochs == 0:  # no training: the starting model as it is, with this run's settings, validated
-        val_rmse = pooled_rmse(Cleaner(model, device=dev), val_pages) if val_pages else None
-        state.update(best_rmse=val_rmse, best_epoch=0)
-        save_model(model, out, {**base_info, "options": state["options"], "epoch": 0, "val_rmse": val_rmse,
-                                "best_epoch": 0, "history": []})
-        return state
     while state["epoch"] < options.epochs and not state.get("stopped_early"):
         epoch = state["epoch"] + 1
         started = time.perf_counter()
@@ -196,15 +204,14 @@ def train(train_sets: list[PageSet] | list[tuple[np.ndarray, np.ndarray]],
             if on_progress:
                 on_progress({"event": "step", "epoch": epoch, "epochs": options.epochs, "step": step + 1,
                              "steps": steps_per_epoch, "loss": losses[-1]})
-        val_rmse = pooled_rmse(Cleaner(model, device=dev), val_pages) if val_pages else None
+        val_rmse = validate()
         improved = val_rmse is None or state["best_rmse"] is None or val_rmse < state["best_rmse"]
         if improved:
             state["best_rmse"], state["best_epoch"] = val_rmse, epoch
         state["epoch"] = epoch
         state["history"].append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_rmse": val_rmse,
                                  "seconds": round(time.perf_counter() - started, 2)})
-        info = {**base_info, "options": state["options"], "epoch": epoch, "val_rmse": val_rmse,
-                "best_epoch": state["best_epoch"], "history": state["history"]}
+        info = record(epoch, val_rmse)
         if improved:
             save_model(model, out, info)
         save_checkpoint(ckpt, model, optimizer, state, info)
