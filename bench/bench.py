@@ -87,9 +87,10 @@ class Bench:
             raise self._office[part]
         return self._office[part]
 
-    def outputs(self, dirty: np.ndarray) -> dict[str, np.ndarray]:
+    def outputs(self, dirty: np.ndarray, binary: bool = False) -> dict[str, np.ndarray]:
+        """Each column's page; with `binary`, cleandoc's is the one `--binarize` thresholds."""
         return {"do nothing": dirty, **{m: classic_binary(dirty, m) for m in CLASSIC_BINARISERS},
-                "cleandoc": self.cleaner.run(dirty)}
+                "cleandoc": self.cleaner.run(dirty, binary=binary)}
 
 
 def noisyoffice_rows(bench: Bench, part: str) -> list[tuple]:
@@ -183,7 +184,7 @@ def scale_rows(bench: Bench) -> list[tuple]:
             rng = np.random.default_rng([RENDER_SEED, 7, dpi, index])
             clean = render_page(rng, dpi, (105, 148))
             dirty = to_uint8(corrupt(faint(clean, DEFAULT_STRENGTH["faint"], rng), random_recipe(rng), rng))
-            for method, out in bench.outputs(dirty).items():
+            for method, out in bench.outputs(dirty, binary=True).items():
                 scores[method].append(dibco_scores(out, clean)[0])
         rows.append((f"rendered pages at {dpi} dpi, faint ink and random degradations: F-measure, % (2 A6 pages)",
                      *(f"{np.mean(scores[m]):.2f}" for m in COLUMNS)))

@@ -16,6 +16,7 @@ import torch
 from .clean import PageResult, Summary, clean_document, clean_pages
 from .files import Job
 from .imageio import PageError, as_uint8, to_gray
+from .metrics import binarize as binary_page
 from .models import Denoiser
 from .options import CleanOptions, RunOptions
 from .runtime import autocast_dtype, pick_device, release_freed_memory, set_threads
@@ -51,9 +52,10 @@ class Cleaner:
         return cls(net, info, where, dtype, tile, batch_size)
 
     def run(self, page: np.ndarray, out_dtype: type = np.uint8, out: np.ndarray | None = None,
-            on_batch: Callable[[int, int], None] | None = None) -> np.ndarray:
+            on_batch: Callable[[int, int], None] | None = None, binary: bool = False) -> np.ndarray:
         """The cleaned 2-D page (gray samples: uint8, uint16 or float in [0, 1]) as `out_dtype` (uint8 or float32),
-        possibly into `out` (which may be `page` itself). On a GPU that runs out of memory the tiles are halved
+        possibly into `out` (which may be `page` itself); with `binary`, in the model's binary style if it has one
+        (the page to threshold for a 1-bit output). On a GPU that runs out of memory the tiles are halved
         and the page is tried again, as long as nothing of it has been written yet."""
         tile = (self.tile, self.tile) if self.tile else plan_tile(
             self.model, self.device, page.shape, self.batch_size,
@@ -71,7 +73,7 @@ class Cleaner:
         while True:
             try:
                 return run(self.model, page, tile, self.batch_size, self.device, self.dtype, out_dtype, out,
-                           after_batch)
+                           after_batch, binary)
             except torch.cuda.OutOfMemoryError:
                 smallest = self.model.size_multiple
                 if (out is page and batches_done) or max(tile) <= smallest:
@@ -79,11 +81,16 @@ class Cleaner:
                 torch.cuda.empty_cache()
                 tile = (max(smallest, tile[0] // 2), max(smallest, tile[1] // 2))
 
-    def clean(self, page: np.ndarray) -> np.ndarray:
+    def clean(self, page: np.ndarray, binarize: bool = False) -> np.ndarray:
         """A cleaned copy of a page given as a NumPy array: uint8, uint16 or float in [0, 1]; gray (H×W), RGB
         (H×W×3) or RGBA (H×W×4, transparent areas count as paper), in RGB order as Pillow gives it. Returns the
-        gray H×W page as uint8 for uint8, uint16 for uint16 and float32 in [0, 1] for floats."""
+        gray H×W page as uint8 for uint8, uint16 for uint16 and float32 in [0, 1] for floats; with `binarize`,
+        pure black and white (0 and the type's white) as `cleandoc clean --binarize` writes it."""
         gray = to_gray(page, order="rgb")
+        if binarize:
+            white = {np.dtype(np.uint8): 255, np.dtype(np.uint16): 65535}.get(page.dtype, 1.0)
+            paper = binary_page(self.run(as_uint8(gray), binary=True)) > 0
+            return np.where(paper, white, 0).astype(page.dtype if page.dtype in (np.uint8, np.uint16) else np.float32)
         if page.dtype == np.uint8:
             return self.run(as_uint8(gray))
         cleaned = self.run(gray, out_dtype=np.float32)

@@ -139,10 +139,11 @@ def _write(job: Job, cleaned: np.ndarray, decoded: _Decoded, options: CleanOptio
                       warnings=[warning] if warning else [])
 
 
-def _clean(page: np.ndarray, job: Job, cleaner: Cleaner) -> np.ndarray | PageResult:
-    """The cleaned page, written over the decoded one when both are 8-bit (a huge scan then needs one buffer)."""
+def _clean(page: np.ndarray, job: Job, cleaner: Cleaner, binarize: bool) -> np.ndarray | PageResult:
+    """The cleaned page (in the model's binary style for a 1-bit output), written over the decoded one when both
+    are 8-bit (a huge scan then needs one buffer)."""
     try:
-        return cleaner.run(page, out_dtype=np.uint8, out=page if page.dtype == np.uint8 else None)
+        return cleaner.run(page, out_dtype=np.uint8, out=page if page.dtype == np.uint8 else None, binary=binarize)
     except torch.cuda.OutOfMemoryError:
         return PageResult(job, "failed", "out of GPU memory even with smaller tiles (try --tile or --batch-size)")
 
@@ -163,7 +164,7 @@ def clean_document(job: Job, cleaner: Cleaner, options: CleanOptions) -> PageRes
             if target is not None and target.exists() and not options.overwrite:
                 continue
             strokes = _strokes(page.pixels)
-            cleaned = _clean(page.pixels, job, cleaner)
+            cleaned = _clean(page.pixels, job, cleaner, options.binarize)
             if isinstance(cleaned, PageResult):
                 raise PageError(f"page {number}: {cleaned.reason}")
             if warning := erasure_warning(cleaned, strokes):
@@ -258,7 +259,7 @@ def clean_pages(jobs: list[Job], cleaner: Cleaner, options: CleanOptions,
                 page = decoded
                 if isinstance(decoded, _Decoded):
                     largest = max(largest, decoded.page.nbytes)
-                    page = _clean(decoded.page, job, cleaner)
+                    page = _clean(decoded.page, job, cleaner, options.binarize)
                     decoded.page = None  # cleaned in place or no longer needed
                 if isinstance(page, PageResult):
                     outcomes[index] = page

@@ -319,6 +319,7 @@ def train(
     ink_bias: Annotated[Optional[float], _train_option("ink_bias", min=0.0, max=MAX_INK_BIAS,
                                                                  show_default=False)] = \
         default(TrainOptions, "ink_bias"),
+    binary_style: Annotated[bool, _train_option("binary_style")] = default(TrainOptions, "binary_style"),
     patience: Annotated[int, _train_option("patience", min=0)] = default(TrainOptions, "patience"),
     seed: Annotated[int, _train_option("seed")] = default(TrainOptions, "seed"),
     val_fraction: Annotated[float, _train_option("val_fraction", min=0.0, max=0.9)] =
@@ -358,7 +359,7 @@ def train(
     options = TrainOptions(model=config, epochs=epochs, patch_size=patch_size, max_scale=max_scale,
                            patches_per_epoch=patches_per_epoch, batch_size=batch_size, lr=lr,
                            weight_decay=weight_decay, loss=loss.value, ink_weight=ink_weight,
-                           ink_bias=ink_bias, patience=patience, seed=seed,
+                           ink_bias=ink_bias, binary_style=binary_style, patience=patience, seed=seed,
                            noise=list(noise or []), synthetic_fraction=synthetic_fraction, contractive=contractive,
                            amp=amp, val_fraction=val_fraction, sealed_fraction=sealed_fraction)
     progress = _progress(quiet)

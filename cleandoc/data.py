@@ -283,7 +283,7 @@ class PatchSampler:
             self.page_weights.append(areas / areas.sum())
         self.binary = [[is_binary(clean) for _, clean in s.pages] for s in sets]
 
-    def _crop(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def _crop(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, bool]:
         which = rng.choice(len(self.sets), p=self.set_weights)
         page_set = self.sets[which]
         index = rng.choice(len(page_set.pages), p=self.page_weights[which])
@@ -307,14 +307,17 @@ class PatchSampler:
         crops = [np.rot90(c, turns) for c in crops]
         if flip:
             crops = [c[:, ::-1] for c in crops]
+        binary = self.binary[which][index]
         if page_set.synthetic_only or (self.synthetic_fraction and rng.random() < self.synthetic_fraction):
-            return self.synthesize(np.ascontiguousarray(crops[1]), rng), crops[1]
-        return crops[0], crops[1]
+            return self.synthesize(np.ascontiguousarray(crops[1]), rng), crops[1], binary
+        return crops[0], crops[1], binary
 
-    def batch(self, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Two float32 arrays of shape (size, 1, patch, patch): inputs and targets."""
-        dirty, clean = zip(*(self._crop(rng) for _ in range(size)))
-        return np.stack(dirty)[:, None].astype(np.float32), np.stack(clean)[:, None].astype(np.float32)
+    def batch(self, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Inputs and targets, two float32 arrays of shape (size, 1, patch, patch), and for each patch 1.0 when its
+        page's target is an ink mask (what a model's binary style learns from), else 0.0."""
+        dirty, clean, binary = zip(*(self._crop(rng) for _ in range(size)))
+        return (np.stack(dirty)[:, None].astype(np.float32), np.stack(clean)[:, None].astype(np.float32),
+                np.array(binary, np.float32))
 
 
 def held_out_pairs(info: dict, part: str = "val") -> list[Pair]:

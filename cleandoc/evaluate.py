@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from .data import Pair, load_pairs
+from .data import Pair, is_binary, load_pairs
 from .imageio import as_uint8, to_unit_float, write_atomically
 from .metrics import (
     CLASSIC_BINARISERS,
@@ -68,22 +68,24 @@ class Report:
                 "per_page": [asdict(p) for p in self.pages]}
 
 
-def cleaned_as_written(cleaner: Cleaner, dirty: np.ndarray) -> np.ndarray:
-    """The 8-bit page `cleandoc clean` writes for `dirty`, as floats in [0, 1]: what every score compares."""
-    return to_unit_float(cleaner.run(to_unit_float(dirty)))
+def cleaned_as_written(cleaner: Cleaner, dirty: np.ndarray, binary: bool = False) -> np.ndarray:
+    """The 8-bit page `cleandoc clean` writes for `dirty` (with `binary`, the page `clean --binarize` thresholds),
+    as floats in [0, 1]: what every score compares."""
+    return to_unit_float(cleaner.run(to_unit_float(dirty), binary=binary))
 
 
 def score_pages(pages: Iterable[tuple[str, np.ndarray, np.ndarray]], cleaner: Cleaner, *, worst: int = 0,
                 on_page: Callable[[PageScore], None] | None = None) -> tuple[Report, list]:
     """Clean every (name, dirty, clean) page as `cleandoc clean` does, to the 8-bit page it would write, and
-    compare with its target: the one scoring that `evaluate`, training's validation and the benchmarks share.
+    compare with its target: the one scoring that `evaluate`, training's validation and the benchmarks share. A
+    binary target (an ink mask) is compared with the page in the model's binary style.
     Also returns the `worst` pages by RMSE as (score, dirty, cleaned, clean) tuples, for a contact sheet."""
     cleaner.model.eval()
     report = Report()
     kept: list = []  # a min-heap on RMSE holding the worst pages seen so far
     for index, (name, dirty, clean) in enumerate(pages):
         dirty, clean = to_unit_float(dirty), to_unit_float(clean)
-        cleaned = cleaned_as_written(cleaner, dirty)
+        cleaned = cleaned_as_written(cleaner, dirty, is_binary(clean))
         score = PageScore(name, clean.size, rmse(cleaned, clean), psnr(cleaned, clean), ssim(cleaned, clean),
                           rmse(dirty, clean), psnr(dirty, clean), ssim(dirty, clean))
         report.pages.append(score)
@@ -134,7 +136,7 @@ def score_binary(pages: Iterable[tuple[str, np.ndarray, np.ndarray]], cleaner: C
     report = BinaryReport()
     for name, dirty, truth in pages:
         dirty = as_uint8(dirty)
-        cleaned = cleaner.run(dirty)
+        cleaned = cleaner.run(dirty, binary=True)
         binaries = {"do nothing": binarize(dirty), **{m: classic_binary(dirty, m) for m in CLASSIC_BINARISERS},
                     "cleandoc": binarize(cleaned)}
         score = BinaryScore(name, {method: dibco_scores(binary, truth) for method, binary in binaries.items()})
@@ -153,7 +155,8 @@ def pooled_rmse(cleaner: Cleaner, pages: list[tuple[np.ndarray, np.ndarray]]) ->
     """Pooled RMSE on in-memory (dirty, clean) pages, scored as `score_pages` scores: what training validates with
     after every epoch, so without the PSNR, SSIM and do-nothing figures it has no use for."""
     cleaner.model.eval()
-    squared = sum(squared_error(cleaned_as_written(cleaner, dirty), to_unit_float(clean)) for dirty, clean in pages)
+    squared = sum(squared_error(cleaned_as_written(cleaner, dirty, is_binary(clean)), to_unit_float(clean))
+                  for dirty, clean in pages)
     return math.sqrt(squared / sum(clean.size for _, clean in pages))
 
 

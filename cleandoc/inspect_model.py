@@ -76,6 +76,8 @@ def _architecture(config: dict) -> str:
         parts.append("a gain and a bias predicted for each input pixel")
     elif kernel:
         parts.append(f"a {kernel}×{kernel} filter of the input and a bias predicted for each pixel")
+    if config.pop("binary_style", False):
+        parts.append("a binary style of output for --binarize")
     ink_bias = config.pop("ink_bias", 0)
     if ink_bias:
         parts.append(f"cleaning leans {ink_bias:g} logits toward ink")

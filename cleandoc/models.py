@@ -63,13 +63,17 @@ class Denoiser(nn.Module):
     W must be multiples of it. `features_per_pixel`: the float values alive at once per input pixel at the peak of
     a forward pass in inference mode, which bounds a tile's activation memory. `first_conv`: the convolution that
     reads the page and the pixel-unshuffle factor in front of it (1: none), whose filters `cleandoc inspect`
-    draws. `encode(x)`: the bottleneck code (what the contractive penalty regularises). `logits(x)`: the clean
-    page before the sigmoid (what the losses take). `ink_bias` (config key "ink_bias", absent when 0): how far
-    cleaning moves every pixel's logit toward ink, past what the network predicts; the losses never see it."""
+    draws. `encode(x)`: the bottleneck code (what the contractive penalty regularises). `logits(x, binary)`: the
+    clean page before the sigmoid (what the losses take). `ink_bias` (config key "ink_bias", absent when 0): how
+    far cleaning moves every pixel's logit toward ink, past what the network predicts; the losses never see it.
+    `binary_style` (config key "binary_style", absent when false): the model can be asked, page by page, for a
+    binary page as DIBCO's ground truth draws it (`binary` true) or for a grey page with soft edges, as clean
+    scans have them (false); see `UNet.add_binary_style`."""
 
     arch: str
     config: dict
     ink_bias: float = 0.0
+    binary_style: bool = False
 
     @property
     def receptive_radius(self) -> int:
@@ -90,11 +94,16 @@ class Denoiser(nn.Module):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
+    def logits(self, x: torch.Tensor, binary: torch.Tensor | None = None) -> torch.Tensor:
+        """`binary`: one 0 or 1 per page of the batch (or None: all 0), read only by a model with binary_style."""
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.logits(x)
+    def add_binary_style(self) -> None:
+        raise ValueError(f"the {self.arch} architecture has no binary style (the unet has)")
+
+    def forward(self, x: torch.Tensor, binary: bool = False) -> torch.Tensor:
+        style = torch.ones(x.shape[0], device=x.device) if binary and self.binary_style else None
+        logits = self.logits(x, style)
         return torch.sigmoid(logits - self.ink_bias if self.ink_bias else logits)
 
 
@@ -112,7 +121,7 @@ class UNet(Denoiser):
     arch = "unet"
 
     def __init__(self, widths: list[int] | tuple[int, ...] = (32, 64, 128), unshuffle: int = 2, convs: int = 2,
-                 kernel: int = 0):
+                 kernel: int = 0, binary_style: bool = False):
         super().__init__()
         w = _check_sizes(self.arch, widths, unshuffle=unshuffle, convs=convs)
         if kernel not in (0, 1, 3, 5):
@@ -128,6 +137,30 @@ class UNet(Denoiser):
         self.up = nn.ModuleList(nn.ConvTranspose2d(w[i + 1], w[i], 2, stride=2) for i in range(len(w) - 1))
         self.dec = nn.ModuleList(_block(2 * w[i], w[i], convs) for i in range(len(w) - 1))
         self.head = nn.Conv2d(w[0], unshuffle * unshuffle * (kernel * kernel + 1 if kernel else 1), 1)
+        if binary_style:
+            self.add_binary_style()
+
+    def add_binary_style(self) -> None:
+        """Give the model a second style of output, binary pages, beside the grey one it has: after the stem and
+        after every block, a learned gain and shift of each channel that only binary pages get. Why: DIBCO's
+        ground truth draws ink as hard black and white, clean office scans as soft grey edges, and one network
+        asked for both learns neither. They start at zero, so a trained model keeps its output in both styles
+        until it is trained further; a model that has them already is left as it is."""
+        if self.binary_style:
+            return
+        widths = self.config["widths"]
+        levels = [*widths, *reversed(widths[:-1])]  # stem and encoder blocks, then decoder blocks
+        reference = self.head.weight
+        self.binary_film = nn.ParameterList(nn.Parameter(reference.new_zeros(2, width)) for width in levels)
+        self.binary_style = True
+        self.config["binary_style"] = True
+
+    def _styled(self, h: torch.Tensor, level: int, binary: torch.Tensor | None) -> torch.Tensor:
+        if binary is None:
+            return h
+        gain, shift = (row.view(1, -1, 1, 1).to(h.dtype) for row in self.binary_film[level])
+        on = binary.view(-1, 1, 1, 1).to(h.dtype)
+        return h * (1 + on * gain) + on * shift
 
     @property
     def size_multiple(self) -> int:
@@ -191,12 +224,13 @@ class UNet(Denoiser):
         filter and input logits work on."""
         return F.pixel_unshuffle(x - 0.5, self.unshuffle)
 
-    def _encode(self, cells: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        h = self.stem(cells)
+    def _encode(self, cells: torch.Tensor, binary: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        h = self._styled(self.stem(cells), 0, binary)
         skips = []
-        for down, enc in zip(self.down, self.enc):
+        for level, (down, enc) in enumerate(zip(self.down, self.enc), start=1):
             skips.append(h)
-            h = enc(F.leaky_relu(down(h), 0.1, inplace=True))
+            h = self._styled(enc(F.leaky_relu(down(h), 0.1, inplace=True)), level, binary)
         return h, skips
 
     @property
@@ -206,11 +240,12 @@ class UNet(Denoiser):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self._encode(self._cells(x))[0]
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
+    def logits(self, x: torch.Tensor, binary: torch.Tensor | None = None) -> torch.Tensor:
         cells = self._cells(x)
-        h, skips = self._encode(cells)
-        for up, dec, skip in zip(reversed(self.up), reversed(self.dec), reversed(skips)):
-            h = dec(torch.cat([F.leaky_relu(up(h), 0.1, inplace=True), skip], dim=1))
+        h, skips = self._encode(cells, binary)
+        for level, (up, dec, skip) in enumerate(zip(reversed(self.up), reversed(self.dec), reversed(skips)),
+                                                start=len(self.down) + 1):
+            h = self._styled(dec(torch.cat([F.leaky_relu(up(h), 0.1, inplace=True), skip], dim=1)), level, binary)
         out = self._filter_input(h, x, cells) if self.kernel else self.head(h)
         # Unfolded from the standard layout: pixel_shuffle on a channels_last tensor is several times slower.
         return F.pixel_shuffle((out + _input_logits(cells)).contiguous(), self.unshuffle)
@@ -270,7 +305,7 @@ class ConvDAE(Denoiser):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x - 0.5)
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
+    def logits(self, x: torch.Tensor, binary: torch.Tensor | None = None) -> torch.Tensor:
         centred = x - 0.5
         return self.decoder(self.encoder(centred)) + _input_logits(centred)
 

@@ -85,16 +85,13 @@ def _cleaner(options):
 
 def _cleaned_image(image, options):
     """The page image cleaned (8-bit grey, or 1-bit), with its resolution kept."""
-    import numpy as np
     from PIL import Image
 
     from .documents import pil_gray
 
-    cleaned = _cleaner(options).clean(pil_gray(image))
-    if _option(options, "cleandoc_binarize", False):
-        result = Image.fromarray(np.asarray(cleaned) >= 128)
-    else:
-        result = Image.fromarray(cleaned)
+    binarize = _option(options, "cleandoc_binarize", False)
+    cleaned = _cleaner(options).clean(pil_gray(image), binarize=binarize)
+    result = Image.fromarray(cleaned > 0 if binarize else cleaned)
     if "dpi" in image.info:
         result.info["dpi"] = image.info["dpi"]
     return result

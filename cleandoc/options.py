@@ -68,6 +68,10 @@ class TrainOptions:
                                            f"network predicts (0 to {MAX_INK_BIAS:g}; default: the --init model's, "
                                            "else 0): faint strokes keep their soft edges, grey tones come out a "
                                            "little darker. Validation sees it; the loss does not.")
+    binary_style: bool = _option(False, "Also learn a binary style of output, which --binarize asks for, from the "
+                                        "patches whose target is pure black and white (ink masks such as DIBCO's "
+                                        "ground truth); the grey style learns from the rest. An --init model "
+                                        "that has it keeps it.")
     patience: int = _option(10, "Stop after this many epochs without a better validation RMSE; 0 never stops early.")
     seed: int = _option(0, "Makes a run repeatable on the same machine; also picks the page groups held out.")
     noise: list = _option([], "Corruption recipe for synthetic patches, steps NAME[:STRENGTH] applied in order.")

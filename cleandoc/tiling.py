@@ -137,7 +137,8 @@ def _window(page: np.ndarray, oy: int, ox: int, win_h: int, win_w: int) -> np.nd
 
 def run(model: torch.nn.Module, page: np.ndarray, tile: tuple[int, int], batch_size: int,
         device: torch.device, dtype: torch.dtype | None = None, out_dtype: type = np.float32,
-        out: np.ndarray | None = None, on_batch: Callable[[int, int], None] | None = None) -> np.ndarray:
+        out: np.ndarray | None = None, on_batch: Callable[[int, int], None] | None = None,
+        binary: bool = False) -> np.ndarray:
     """Clean a H×W page (float in [0, 1], or uint8/uint16 samples) with `model` (already on `device`).
 
     tile: the (rows, columns) of the core kept from each window, rounded up to the model's size multiple.
@@ -145,7 +146,8 @@ def run(model: torch.nn.Module, page: np.ndarray, tile: tuple[int, int], batch_s
     out_dtype: np.float32 for a page in [0, 1], or np.uint8, quantised on the device, so only one byte per
     pixel travels back and a huge page never exists as floats. out: an H×W array to fill instead of a new one,
     possibly `page` itself: results are held back until no later window reads their rows, so a huge uint8
-    page is cleaned in its own memory. on_batch(done, total) is called after each batch of windows.
+    page is cleaned in its own memory. on_batch(done, total) is called after each batch of windows. binary: ask
+    a model that has a binary style for it.
     """
     if page.ndim != 2:
         raise ValueError(f"expected a 2-D page, got shape {page.shape}")
@@ -170,7 +172,7 @@ def run(model: torch.nn.Module, page: np.ndarray, tile: tuple[int, int], batch_s
     for batch in _batches(list(zip(cores, origins)), batch_size):
         inputs = _device_batch([_window(page, oy, ox, win_h, win_w) for _, (oy, ox) in batch], device)
         with torch.inference_mode(), precision:
-            result = model(inputs).float()
+            result = model(inputs, binary).float()
             if quantise:  # imageio.to_uint8's arithmetic, done on the device, in place (no second float page)
                 result = result.mul_(255).round_().clamp_(0, 255).to(torch.uint8)
         result = result.cpu().numpy()[:, 0]
@@ -192,7 +194,8 @@ def run(model: torch.nn.Module, page: np.ndarray, tile: tuple[int, int], batch_s
     return out
 
 
-def run_whole(model: torch.nn.Module, page: np.ndarray, device: torch.device | str = "cpu") -> np.ndarray:
+def run_whole(model: torch.nn.Module, page: np.ndarray, device: torch.device | str = "cpu",
+              binary: bool = False) -> np.ndarray:
     """The reference: the model over the whole edge-padded page in one piece (small pages and tests). `run`
     equals this to float precision."""
     multiple = model.size_multiple
@@ -200,5 +203,5 @@ def run_whole(model: torch.nn.Module, page: np.ndarray, device: torch.device | s
     pad = ((0, -height % multiple), (0, -width % multiple))
     padded = np.pad(to_unit_float(page), pad, mode="edge")
     with torch.inference_mode():
-        result = model(torch.from_numpy(padded)[None, None].to(device))
+        result = model(torch.from_numpy(padded)[None, None].to(device), binary)
     return result[0, 0, :height, :width].float().cpu().numpy()

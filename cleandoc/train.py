@@ -46,9 +46,10 @@ def checkpoint_path(out: Path) -> Path:
 
 
 def _loss(model: torch.nn.Module, dirty: torch.Tensor, clean: torch.Tensor, kind: str,
-          ink_weight: float = 1.0) -> torch.Tensor:
-    """The reconstruction loss, each target ink pixel (darker than half) counting `ink_weight` times."""
-    logits = model.logits(dirty).float()
+          ink_weight: float = 1.0, binary: torch.Tensor | None = None) -> torch.Tensor:
+    """The reconstruction loss, each target ink pixel (darker than half) counting `ink_weight` times. `binary`: for
+    each patch, 1 when its page's target is an ink mask, which asks a model that has a binary style for it."""
+    logits = model.logits(dirty, binary if model.binary_style else None).float()
     if kind == "bce":
         errors = F.binary_cross_entropy_with_logits(logits, clean, reduction="none")
     elif kind == "l1":
@@ -132,6 +133,8 @@ def train(train_sets: list[PageSet] | list[tuple[np.ndarray, np.ndarray]],
             model = load_model(init)[0] if init else build_model(options.model)
             if options.ink_bias is not None:
                 set_ink_bias(model, options.ink_bias)
+            if options.binary_style:
+                model.add_binary_style()
         except ValueError as exc:
             raise TrainingError(str(exc)) from None
         options = replace(options, model=model.config)
@@ -185,11 +188,11 @@ def train(train_sets: list[PageSet] | list[tuple[np.ndarray, np.ndarray]],
         model.train()
         losses = []
         for step in range(steps_per_epoch):
-            dirty, clean = (torch.from_numpy(a).to(dev) for a in sampler.batch(options.batch_size, rng))
+            dirty, clean, binary = (torch.from_numpy(a).to(dev) for a in sampler.batch(options.batch_size, rng))
             for group in optimizer.param_groups:
                 group["lr"] = _learning_rate(options, state["step"], total_steps)
             with precision():
-                loss = _loss(model, dirty, clean, options.loss, options.ink_weight)
+                loss = _loss(model, dirty, clean, options.loss, options.ink_weight, binary)
                 if options.contractive:
                     loss = loss + options.contractive * contractive_penalty(model, dirty)
             if not torch.isfinite(loss):

@@ -11,6 +11,7 @@ import cleandoc
 from cleandoc import api, runtime, tiling
 from cleandoc.api import Cleaner
 from cleandoc.imageio import PageError, read_gray
+from cleandoc.metrics import binarize
 from cleandoc.models import build_model
 from cleandoc.store import ModelFileError, ModelInfo
 
@@ -57,6 +58,22 @@ def test_clean_takes_every_kind_of_array_and_returns_its_kind(cleaner):
     transparent = rgba.copy()
     transparent[..., 3] = 0  # nothing drawn: white paper
     np.testing.assert_array_equal(cleaner.clean(transparent), cleaner.clean(np.full_like(gray, 255)))
+
+
+def test_clean_binarizes_in_the_models_binary_style_and_keeps_the_kind():
+    torch.manual_seed(0)
+    model = build_model({"arch": "unet", "widths": [8, 16], "unshuffle": 2, "convs": 1, "binary_style": True})
+    for film in model.binary_film:
+        torch.nn.init.normal_(film, std=1.0)
+    styled = Cleaner(model.eval())
+    gray = page_pixels(60, 80) // 2 + 10  # paper near mid-grey, where a little change crosses the threshold
+    binary = styled.clean(gray, binarize=True)
+    assert binary.dtype == np.uint8 and set(np.unique(binary)) <= {0, 255}
+    np.testing.assert_array_equal(binary, binarize(styled.run(gray, binary=True)))
+    assert (binary != binarize(styled.clean(gray))).any()  # not the grey page thresholded
+    assert set(np.unique(styled.clean(gray.astype(np.uint16) * 257, binarize=True))) <= {0, 65535}
+    floats = styled.clean(gray / np.float32(255), binarize=True)
+    assert floats.dtype == np.float32 and np.array_equal(floats * 255, binary)
 
 
 def test_clean_reads_colour_as_rgb(cleaner):

@@ -53,13 +53,13 @@ def test_sampler_corrupts_only_its_synthetic_fraction():
     page = np.ones((64, 64), np.float32)
     sampler = PatchSampler([(page * 0.5, page)], 16, synthesize=lambda clean, rng: clean * 0.0,
                            synthetic_fraction=0.25)
-    dirty, _ = sampler.batch(400, np.random.default_rng(0))
+    dirty, _, _ = sampler.batch(400, np.random.default_rng(0))
     synthetic = (dirty.reshape(400, -1).max(axis=1) == 0).mean()
     assert 0.18 < synthetic < 0.32
     # a source of clean pages alone is corrupted every time, beside a real one that is not
     sampler = PatchSampler([PageSet([(page, page)], synthetic_only=True), PageSet([(page * 0.5, page)])], 16,
                            synthesize=lambda clean, rng: clean * 0.0, synthetic_fraction=0.0)
-    dirty, _ = sampler.batch(400, np.random.default_rng(0))
+    dirty, _, _ = sampler.batch(400, np.random.default_rng(0))
     assert set(np.unique(dirty.reshape(400, -1).max(axis=1))) == {0.0, 0.5}
     with pytest.raises(ValueError, match="noise recipe"):
         PatchSampler([PageSet([(page, page)], synthetic_only=True)], 16)

@@ -88,6 +88,12 @@ def test_card_describes_per_pixel_filters_and_ink_bias(tmp_path, kernel, describ
     assert card["architecture"] == f"unet: widths 4-8, pixel-unshuffle ×2 stem, 1 conv per block, {described}"
 
 
+def test_card_says_the_model_has_a_binary_style(tmp_path):
+    config = {"arch": "unet", "widths": [4, 8], "unshuffle": 2, "convs": 1, "binary_style": True}
+    card = dict(model_card(*_saved(tmp_path, config, {})))
+    assert card["architecture"].endswith("1 conv per block, a binary style of output for --binarize")
+
+
 @pytest.mark.parametrize("config, side, step, pad", [
     ({"arch": "unet", "widths": [5, 6], "unshuffle": 1, "convs": 1}, 3, 1, 1),
     ({"arch": "unet", "widths": [5, 6], "unshuffle": 2, "convs": 1}, 6, 2, 2),

@@ -324,3 +324,26 @@ def test_ink_bias_leans_cleaning_toward_ink_and_travels_in_the_config():
 def test_ink_bias_must_be_a_small_number(bias):
     with pytest.raises(ValueError, match="ink_bias"):
         build_model({"arch": "unet", "widths": [8], "ink_bias": bias})
+
+
+def test_binary_style_starts_as_the_grey_output_and_changes_only_pages_asked_for_it():
+    grey = tiny({"arch": "unet", "widths": [8, 16], "unshuffle": 2, "convs": 1})
+    styled = build_model({**grey.config, "binary_style": True}).eval()
+    missing = styled.load_state_dict(grey.state_dict(), strict=False).missing_keys
+    assert missing and all(key.startswith("binary_film.") for key in missing)
+    x = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(styled(x), grey(x)) and torch.allclose(styled(x, True), grey(x))  # zero at the start
+        for film in styled.binary_film:
+            film.normal_()
+        assert torch.equal(styled(x), grey(x))  # the grey style never reads the film
+        assert (styled(x, True) - grey(x)).abs().max() > 0.05
+        mixed = styled.logits(x, torch.tensor([1.0, 0.0]))  # page by page within one batch
+        torch.testing.assert_close(mixed[:1], styled.logits(x[:1], torch.ones(1)))
+        torch.testing.assert_close(mixed[1:], grey.logits(x[1:]))
+    assert styled.config["binary_style"] is True and "binary_style" not in grey.config
+    assert build_model(styled.config).binary_style and not grey.binary_style
+    grey.add_binary_style()
+    assert grey.binary_style and len(grey.binary_film) == 3  # stem, one encoder block, one decoder block
+    with pytest.raises(ValueError, match="binary style"):
+        build_model({"arch": "dae", "widths": [8]}).add_binary_style()

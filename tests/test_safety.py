@@ -127,6 +127,23 @@ def test_binarize_writes_one_bit_pages_that_match_thresholding(tmp_path, tiny_mo
     np.testing.assert_array_equal(read_gray(tmp_path / "out" / f"p.{fmt}"), binarize(cleaned))  # reads back
 
 
+def test_binarize_asks_the_model_for_its_binary_style(tmp_path):
+    torch.manual_seed(0)
+    model = build_model({"arch": "unet", "widths": [8, 16], "unshuffle": 2, "convs": 1, "binary_style": True})
+    for film in model.binary_film:
+        torch.nn.init.normal_(film, std=1.0)
+    save_model(model, tmp_path / "styled.safetensors")
+    page = text_page(paper=140)  # dark paper, which the random binary style turns partly to ink
+    write_image(tmp_path / "in" / "p.png", page)
+    result = cli("clean", tmp_path / "in", "-o", tmp_path / "out", "--model", tmp_path / "styled.safetensors",
+                 "--binarize", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    styled = Cleaner(load_model(tmp_path / "styled.safetensors")[0])
+    written = read_gray(tmp_path / "out" / "p.png")
+    np.testing.assert_array_equal(written, binarize(styled.run(page, binary=True)))
+    assert (written != binarize(styled.run(page))).any()
+
+
 def test_binarize_refuses_jpeg_in_one_line(tmp_path, tiny_model_path):
     write_image(tmp_path / "in" / "p.png", text_page())
     result = cli("clean", tmp_path / "in", "-o", tmp_path / "out", "--model", tiny_model_path, "--binarize",

@@ -88,6 +88,18 @@ def test_tiled_equals_whole_other_configs(config):
         assert np.abs(tiled(model, page, tile=tile, batch_size=batch) - whole).max() <= TOLERANCE
 
 
+def test_tiled_equals_whole_in_the_binary_style():
+    torch.manual_seed(7)
+    model = build_model({"arch": "unet", "widths": [8, 16], "unshuffle": 2, "convs": 1, "binary_style": True}).eval()
+    for film in model.binary_film:
+        torch.nn.init.normal_(film, std=0.5)
+    page = make_page(71, 97, seed=3)
+    whole = tiling.run_whole(model, page, binary=True)
+    assert np.abs(whole - tiling.run_whole(model, page)).max() > 0.05  # the style is in use
+    for tile, batch in [(10, 2), (32, 3), (0, 1)]:
+        assert np.abs(tiled(model, page, tile=tile, batch_size=batch, binary=True) - whole).max() <= TOLERANCE
+
+
 @pytest.mark.parametrize("arch", sorted(CONFIGS))
 def test_output_shape_dtype_range_and_input_untouched(arch):
     model = tiny_model(arch)

@@ -260,11 +260,21 @@ def test_patch_sampler_keeps_patches_aligned_and_sized():
     rng = np.random.default_rng(0)
     dirty = rng.random((40, 50)).astype(np.float32)
     sampler = PatchSampler([(dirty, dirty.copy())], 16)
-    inputs, targets = sampler.batch(5, np.random.default_rng(1))
+    inputs, targets, binary = sampler.batch(5, np.random.default_rng(1))
     assert inputs.shape == targets.shape == (5, 1, 16, 16) and inputs.dtype == np.float32
     np.testing.assert_array_equal(inputs, targets)  # identical pages give identical patches
-    again, _ = sampler.batch(5, np.random.default_rng(1))
+    assert binary.shape == (5,) and not binary.any()  # a grey target
+    again, _, _ = sampler.batch(5, np.random.default_rng(1))
     np.testing.assert_array_equal(inputs, again)
+
+
+def test_patch_sampler_flags_the_patches_of_pages_whose_target_is_an_ink_mask():
+    grey = np.random.default_rng(0).random((40, 40)).astype(np.float32)
+    mask = (grey >= 0.5).astype(np.float32)
+    sampler = PatchSampler([PageSet([(grey, grey)]), PageSet([(grey, mask)])], 16, max_scale=2)
+    _, targets, binary = sampler.batch(200, np.random.default_rng(0))
+    np.testing.assert_array_equal(binary == 1, np.isin(targets, (0, 1)).all(axis=(1, 2, 3)))
+    assert 60 < binary.sum() < 140
 
 
 # --- the training loop ----------------------------------------------------------------------------------------
@@ -338,7 +348,7 @@ def test_several_sources_are_drawn_by_weight_and_split_each_by_group(tmp_path):
     # the sampler draws sources in proportion to their weights
     small = np.zeros((40, 40), np.uint8)
     sampler = PatchSampler([PageSet([(small, small)], weight=3.0), PageSet([(small + 255, small + 255)])], 16)
-    inputs, _ = sampler.batch(400, np.random.default_rng(0))
+    inputs, _, _ = sampler.batch(400, np.random.default_rng(0))
     assert 0.2 < inputs.mean() < 0.3  # a quarter of the patches from the white source
 
 
@@ -661,7 +671,9 @@ def test_ink_weight_counts_the_targets_ink_pixels_more():
     clean[..., 2:10, 2:10] = 0.0  # 64 ink pixels, 80 paper
 
     class InkWrong(torch.nn.Module):  # exact on paper, off by 0.5 on ink
-        def logits(self, x):
+        binary_style = False
+
+        def logits(self, x, binary=None):
             return torch.where(clean < 0.5, 0.0, 20.0)
 
     assert float(_loss(InkWrong(), clean, clean, "mse")) == pytest.approx(0.25 * 64 / 144)
@@ -693,3 +705,44 @@ def test_zero_epochs_writes_the_init_model_with_new_settings_untrained(pair_set,
     assert after[1].figures["val_rmse"] == state["best_rmse"] != pytest.approx(unbiased, abs=1e-6)
     with pytest.raises(TrainingError, match="--epochs 0 .* give --init"):
         from_folders(*pair_set, tmp_path / "x.safetensors", tiny_options(epochs=0), device="cpu")
+
+
+def test_the_loss_asks_only_a_binary_style_model_for_it_on_the_patches_flagged():
+    asked = []
+
+    class Recorder(torch.nn.Module):
+        binary_style = True
+
+        def logits(self, x, binary=None):
+            asked.append(binary)
+            return torch.zeros_like(x)
+
+    clean, flags = torch.ones(2, 1, 8, 8), torch.tensor([1.0, 0.0])
+    _loss(Recorder(), clean, clean, "mse", binary=flags)
+    Recorder.binary_style = False
+    _loss(Recorder(), clean, clean, "mse", binary=flags)
+    assert asked[0] is flags and asked[1] is None
+
+
+def binary_pair_set(root: Path) -> tuple[Path, Path]:
+    """Pairs whose targets are ink masks (0 and 255), as DIBCO's ground truth is."""
+    dirty_dir, clean_dir = make_pair_set(root)
+    for path in clean_dir.iterdir():
+        page = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        cv2.imwrite(str(path), np.where(page >= 128, 255, 0).astype(np.uint8))
+    return dirty_dir, clean_dir
+
+
+def test_binary_style_is_trained_by_ink_masks_only(pair_set, tmp_path):
+    masks = binary_pair_set(tmp_path / "masks")
+    out = tmp_path / "styled.safetensors"
+    from_folders(*masks, out, tiny_options(epochs=1, binary_style=True), device="cpu")
+    model, about = load_model(out)
+    assert about.config["binary_style"] is True
+    assert any(film.abs().max() > 0 for film in model.binary_film)
+    grey = tmp_path / "grey.safetensors"
+    from_folders(*pair_set, grey, tiny_options(epochs=1, binary_style=True), device="cpu")
+    assert all(not film.any() for film in load_model(grey)[0].binary_film)  # no ink mask: nothing to learn
+    again = tmp_path / "again.safetensors"
+    from_folders(*masks, again, tiny_options(epochs=1), init=out, device="cpu")
+    assert load_model(again)[0].binary_style  # kept from --init
