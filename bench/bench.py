@@ -146,9 +146,9 @@ def faint_pages(bench: Bench, year: str) -> dict[str, list[np.ndarray]]:
 
 
 def faint_rows(bench: Bench, kinds: dict[str, list[np.ndarray]]) -> list[tuple]:
-    """The share of ink pixels (target darker than half) kept, per kind and contrast; for printed ink at the
-    CORE_CONTRAST, also the share of the strokes' cores (darker than STROKE_CORE) kept, which
-    tells strokes that thin (their soft edges lost) from strokes that vanish."""
+    """The share of ink pixels (target darker than half) kept, per kind and contrast; for printed ink, also on
+    cleandoc's binarised page (`--binarize`), and at the CORE_CONTRAST the share of the strokes' cores (darker
+    than STROKE_CORE) kept, which tells strokes that thin (their soft edges lost) from strokes that vanish."""
     rows = []
     for kind, pages in kinds.items():
         for contrast in CONTRASTS if kind == "printed" else (0.25,):
@@ -157,9 +157,13 @@ def faint_rows(bench: Bench, kinds: dict[str, list[np.ndarray]]) -> list[tuple]:
                 darker_than["core"] = STROKE_CORE
             kept = {name: dict.fromkeys(COLUMNS, 0.0) for name in darker_than}
             ink = dict.fromkeys(darker_than, 0)
+            binarised = 0.0
             for index, page in enumerate(pages):
                 rng = np.random.default_rng([RENDER_SEED, index, round(contrast * 100)])
-                outputs = bench.outputs(to_uint8(faint_ink(page, contrast, rng)))
+                dirty = to_uint8(faint_ink(page, contrast, rng))
+                outputs = bench.outputs(dirty)
+                if kind == "printed":
+                    binarised += ink_kept(bench.cleaner.run(dirty, binary=True), page < 0.5) * (page < 0.5).sum()
                 for name, threshold in darker_than.items():
                     mask = page < threshold
                     for method, out in outputs.items():
@@ -169,6 +173,10 @@ def faint_rows(bench: Bench, kinds: dict[str, list[np.ndarray]]) -> list[tuple]:
                 continue
             rows.append((f"faint {kind} ink at contrast {contrast:g}: share of ink pixels kept, {len(pages)} "
                          "pages (higher is better)", *(f"{kept['ink'][m] / ink['ink']:.1%}" for m in COLUMNS)))
+            if kind == "printed":
+                rows.append((f"faint {kind} ink at contrast {contrast:g}: share of ink pixels kept on cleandoc's "
+                             "binarised page (`--binarize`)", *("" for _ in COLUMNS[:-1]),
+                             f"{binarised / ink['ink']:.1%}"))
             if "core" in darker_than:
                 rows.append((f"faint {kind} ink at contrast {contrast:g}: share of the strokes' core pixels (darker "
                              f"than {STROKE_CORE:g} on the clean page) kept (higher is better)",

@@ -24,8 +24,9 @@ def test_bench_prints_one_table_per_model_beside_the_classic_binarisers(tiny_mod
     assert result.stdout.count("| figure | do nothing | Otsu | Sauvola | cleandoc |") == 2
     assert "DIBCO 2016: data not found" in result.stdout
     faint = [line for line in result.stdout.splitlines() if line.startswith("| faint printed ink at contrast 0.25:")]
-    assert len(faint) == 4 and all(cell.strip().endswith("%") for cell in faint[0].strip("| ").split(" | ")[1:])
+    assert len(faint) == 6 and all(cell.strip().endswith("%") for cell in faint[0].strip("| ").split(" | ")[1:])
     assert sum("core pixels" in line for line in faint) == 2  # strokes that thin, told from strokes that vanish
+    assert sum("binarised" in line and line.rstrip(" |").endswith("%") for line in faint) == 2
     assert "CPU s per A4 300-dpi page" in result.stdout
     written = docs.read_text()
     assert written.startswith("# Benchmarks\n\nkept\n") and "<!-- begin bench.py -->" in written
