@@ -160,7 +160,9 @@ class UNet(Denoiser):
             return h
         gain, shift = (row.view(1, -1, 1, 1).to(h.dtype) for row in self.binary_film[level])
         on = binary.view(-1, 1, 1, 1).to(h.dtype)
-        return h * (1 + on * gain) + on * shift
+        if h.requires_grad:
+            return h * (1 + on * gain) + on * shift
+        return h.mul_(1 + on * gain).add_(on * shift)  # in place: the binary style needs no more memory
 
     @property
     def size_multiple(self) -> int:
