@@ -163,7 +163,8 @@ def faint_rows(bench: Bench, kinds: dict[str, list[np.ndarray]]) -> list[tuple]:
                 dirty = to_uint8(faint_ink(page, contrast, rng))
                 outputs = bench.outputs(dirty)
                 if kind == "printed":
-                    binarised += ink_kept(bench.cleaner.run(dirty, binary=True), page < 0.5) * (page < 0.5).sum()
+                    ink_mask = page < darker_than["ink"]
+                    binarised += ink_kept(bench.cleaner.run(dirty, binary=True), ink_mask) * ink_mask.sum()
                 for name, threshold in darker_than.items():
                     mask = page < threshold
                     for method, out in outputs.items():

@@ -88,12 +88,14 @@ class Cleaner:
         pure black and white (0 and the type's white) as `cleandoc clean --binarize` writes it."""
         gray = to_gray(page, order="rgb")
         if binarize:
-            white = {np.dtype(np.uint8): 255, np.dtype(np.uint16): 65535}.get(page.dtype, 1.0)
-            paper = binary_page(self.run(as_uint8(gray), binary=True)) > 0
-            return np.where(paper, white, 0).astype(page.dtype if page.dtype in (np.uint8, np.uint16) else np.float32)
-        if page.dtype == np.uint8:
+            black_white = binary_page(self.run(as_uint8(gray), binary=True))
+            if page.dtype == np.uint8:
+                return black_white
+            cleaned = black_white / np.float32(255)  # 0.0 and 1.0
+        elif page.dtype == np.uint8:
             return self.run(as_uint8(gray))
-        cleaned = self.run(gray, out_dtype=np.float32)
+        else:
+            cleaned = self.run(gray, out_dtype=np.float32)
         if page.dtype == np.uint16:
             return np.rint(cleaned * 65535).astype(np.uint16)
         return cleaned

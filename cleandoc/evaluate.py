@@ -68,24 +68,23 @@ class Report:
                 "per_page": [asdict(p) for p in self.pages]}
 
 
-def cleaned_as_written(cleaner: Cleaner, dirty: np.ndarray, binary: bool = False) -> np.ndarray:
-    """The 8-bit page `cleandoc clean` writes for `dirty` (with `binary`, the page `clean --binarize` thresholds),
-    as floats in [0, 1]: what every score compares."""
-    return to_unit_float(cleaner.run(to_unit_float(dirty), binary=binary))
+def cleaned_as_written(cleaner: Cleaner, dirty: np.ndarray, clean: np.ndarray) -> np.ndarray:
+    """The 8-bit page `cleandoc clean` writes for `dirty`, as floats in [0, 1]: what every score compares. For a
+    target that is an ink mask, the page `clean --binarize` thresholds (the model's binary style, if it has one)."""
+    return to_unit_float(cleaner.run(to_unit_float(dirty), binary=is_binary(clean)))
 
 
 def score_pages(pages: Iterable[tuple[str, np.ndarray, np.ndarray]], cleaner: Cleaner, *, worst: int = 0,
                 on_page: Callable[[PageScore], None] | None = None) -> tuple[Report, list]:
     """Clean every (name, dirty, clean) page as `cleandoc clean` does, to the 8-bit page it would write, and
-    compare with its target: the one scoring that `evaluate`, training's validation and the benchmarks share. A
-    binary target (an ink mask) is compared with the page in the model's binary style.
+    compare with its target: the one scoring that `evaluate`, training's validation and the benchmarks share.
     Also returns the `worst` pages by RMSE as (score, dirty, cleaned, clean) tuples, for a contact sheet."""
     cleaner.model.eval()
     report = Report()
     kept: list = []  # a min-heap on RMSE holding the worst pages seen so far
     for index, (name, dirty, clean) in enumerate(pages):
         dirty, clean = to_unit_float(dirty), to_unit_float(clean)
-        cleaned = cleaned_as_written(cleaner, dirty, is_binary(clean))
+        cleaned = cleaned_as_written(cleaner, dirty, clean)
         score = PageScore(name, clean.size, rmse(cleaned, clean), psnr(cleaned, clean), ssim(cleaned, clean),
                           rmse(dirty, clean), psnr(dirty, clean), ssim(dirty, clean))
         report.pages.append(score)
@@ -155,7 +154,7 @@ def pooled_rmse(cleaner: Cleaner, pages: list[tuple[np.ndarray, np.ndarray]]) ->
     """Pooled RMSE on in-memory (dirty, clean) pages, scored as `score_pages` scores: what training validates with
     after every epoch, so without the PSNR, SSIM and do-nothing figures it has no use for."""
     cleaner.model.eval()
-    squared = sum(squared_error(cleaned_as_written(cleaner, dirty, is_binary(clean)), to_unit_float(clean))
+    squared = sum(squared_error(cleaned_as_written(cleaner, dirty, clean), to_unit_float(clean))
                   for dirty, clean in pages)
     return math.sqrt(squared / sum(clean.size for _, clean in pages))
 
