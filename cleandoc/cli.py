@@ -319,6 +319,9 @@ def train(
     ink_bias: Annotated[Optional[float], _train_option("ink_bias", min=0.0, max=MAX_INK_BIAS,
                                                                  show_default=False)] = \
         default(TrainOptions, "ink_bias"),
+    faint_ink_bias: Annotated[Optional[float], _train_option("faint_ink_bias", min=0.0, max=MAX_INK_BIAS,
+                                                             show_default=False)] = \
+        default(TrainOptions, "faint_ink_bias"),
     binary_style: Annotated[bool, _train_option("binary_style")] = default(TrainOptions, "binary_style"),
     patience: Annotated[int, _train_option("patience", min=0)] = default(TrainOptions, "patience"),
     seed: Annotated[int, _train_option("seed")] = default(TrainOptions, "seed"),
@@ -359,7 +362,8 @@ def train(
     options = TrainOptions(model=config, epochs=epochs, patch_size=patch_size, max_scale=max_scale,
                            patches_per_epoch=patches_per_epoch, batch_size=batch_size, lr=lr,
                            weight_decay=weight_decay, loss=loss.value, ink_weight=ink_weight,
-                           ink_bias=ink_bias, binary_style=binary_style, patience=patience, seed=seed,
+                           ink_bias=ink_bias, faint_ink_bias=faint_ink_bias, binary_style=binary_style,
+                           patience=patience, seed=seed,
                            noise=list(noise or []), synthetic_fraction=synthetic_fraction, contractive=contractive,
                            amp=amp, val_fraction=val_fraction, sealed_fraction=sealed_fraction)
     progress = _progress(quiet)

@@ -78,8 +78,11 @@ def _architecture(config: dict) -> str:
         parts.append(f"a {kernel}×{kernel} filter of the input and a bias predicted for each pixel")
     if config.pop("binary_style", False):
         parts.append("a binary style of output for --binarize")
-    ink_bias = config.pop("ink_bias", 0)
-    if ink_bias:
+    ink_bias, faint_ink_bias = config.pop("ink_bias", 0), config.pop("faint_ink_bias", None)
+    if faint_ink_bias is not None:
+        parts.append(f"cleaning leans {faint_ink_bias:g} logits toward ink where the ink is faint, {ink_bias:g} "
+                     "where it is dark")
+    elif ink_bias:
         parts.append(f"cleaning leans {ink_bias:g} logits toward ink")
     parts += [f"{key} {value}" for key, value in config.items()]
     return f"{arch}: {', '.join(parts)}" if parts else str(arch)

@@ -18,6 +18,14 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .options import MAX_INK_BIAS
 
+# A model with a faint-ink bias measures how faint the ink near each pixel is by the input's local contrast: its
+# brightest minus its darkest value within INK_CONTRAST_WINDOW pixels (wide enough to take in a stroke and the
+# paper beside it at 600 dpi). At FAINT_INK_CONTRAST and below the faint-ink bias applies, at DARK_INK_CONTRAST
+# and above the ink bias, and in between a blend: light ink (75% of the paper's brightness) leaves about 0.2, black
+# ink on office paper 0.8.
+INK_CONTRAST_WINDOW = 31
+FAINT_INK_CONTRAST, DARK_INK_CONTRAST = 0.3, 0.7
+
 INPUT_SKIP_GAIN = 6.0
 
 
@@ -59,13 +67,16 @@ class Denoiser(nn.Module):
     """The interface every architecture implements.
 
     `arch` names it in model files; `config` is {"arch": arch, **constructor arguments}, which rebuilds it.
-    `receptive_radius`: how far, in input pixels, an output pixel can see (an upper bound). `size_multiple`: H and
+    `network_radius`: how far, in input pixels, an output logit can see (an upper bound); `receptive_radius` adds
+    the reach of the ink bias, which is what the tiler needs. `size_multiple`: H and
     W must be multiples of it. `features_per_pixel`: the float values alive at once per input pixel at the peak of
     a forward pass in inference mode, which bounds a tile's activation memory. `first_conv`: the convolution that
     reads the page and the pixel-unshuffle factor in front of it (1: none), whose filters `cleandoc inspect`
     draws. `encode(x)`: the bottleneck code (what the contractive penalty regularises). `logits(x, binary)`: the
     clean page before the sigmoid (what the losses take). `ink_bias` (config key "ink_bias", absent when 0): how
     far cleaning moves every pixel's logit toward ink, past what the network predicts; the losses never see it.
+    `faint_ink_bias` (config key "faint_ink_bias", absent when None: the ink bias everywhere): the bias where the
+    ink is faint instead, blended with `ink_bias` by the input's local contrast (see `ink_bias_map`).
     `binary_style` (config key "binary_style", absent when false): the model can be asked, page by page, for a
     binary page as DIBCO's ground truth draws it (`binary` true) or for a grey page with soft edges, as clean
     scans have them (false); see `UNet.add_binary_style`."""
@@ -73,11 +84,18 @@ class Denoiser(nn.Module):
     arch: str
     config: dict
     ink_bias: float = 0.0
+    faint_ink_bias: float | None = None
     binary_style: bool = False
 
     @property
-    def receptive_radius(self) -> int:
+    def network_radius(self) -> int:
+        """How far, in input pixels, an output logit can see (an upper bound)."""
         raise NotImplementedError
+
+    @property
+    def receptive_radius(self) -> int:
+        """The network's reach, and the contrast window's when the ink bias depends on it."""
+        return self.network_radius + (INK_CONTRAST_WINDOW // 2 if self.faint_ink_bias is not None else 0)
 
     @property
     def size_multiple(self) -> int:
@@ -101,10 +119,23 @@ class Denoiser(nn.Module):
     def add_binary_style(self) -> None:
         raise ValueError(f"the {self.arch} architecture has no binary style (the unet has)")
 
+    def ink_bias_map(self, x: torch.Tensor) -> float | torch.Tensor:
+        """How far cleaning moves each pixel's logit toward ink: the ink bias, or, with a faint-ink bias, that bias
+        where the input's local contrast says the ink is faint and the ink bias where it is dark. Dark ink needs
+        little help (its soft edges come out as the targets draw them), faint ink more (the network brings the
+        soft edges of faint strokes out as paper-grey), so only faint pages pay the bias's darker tones."""
+        if self.faint_ink_bias is None:
+            return self.ink_bias
+        radius = INK_CONTRAST_WINDOW // 2
+        contrast = F.max_pool2d(x, INK_CONTRAST_WINDOW, 1, radius) + F.max_pool2d(-x, INK_CONTRAST_WINDOW, 1, radius)
+        darkness = ((contrast - FAINT_INK_CONTRAST) / (DARK_INK_CONTRAST - FAINT_INK_CONTRAST)).clamp(0, 1)
+        return self.faint_ink_bias + (self.ink_bias - self.faint_ink_bias) * darkness
+
     def forward(self, x: torch.Tensor, binary: bool = False) -> torch.Tensor:
         style = torch.ones(x.shape[0], device=x.device) if binary and self.binary_style else None
         logits = self.logits(x, style)
-        return torch.sigmoid(logits - self.ink_bias if self.ink_bias else logits)
+        bias = self.ink_bias_map(x)
+        return torch.sigmoid(logits - bias if isinstance(bias, torch.Tensor) or bias else logits)
 
 
 class UNet(Denoiser):
@@ -183,8 +214,7 @@ class UNet(Denoiser):
         return 2 + sum(level[:-1]) + max(decoder, head)
 
     @property
-    def receptive_radius(self) -> int:
-        """An upper bound, in input pixels, on how far from an output pixel its inputs can lie."""
+    def network_radius(self) -> int:
         convs = self.config["convs"]
         scale, radius = self.unshuffle, self.unshuffle  # the unshuffle cell itself
         radius += convs * scale  # stem block
@@ -288,7 +318,7 @@ class ConvDAE(Denoiser):
         return 2 + bottleneck + widths[0] + (widths[0] / 4 if len(widths) > 1 else 1)
 
     @property
-    def receptive_radius(self) -> int:
+    def network_radius(self) -> int:
         convs, levels = self.config["convs"], len(self.config["widths"])
         radius, scale = 0, 1
         for _ in range(levels):
@@ -316,30 +346,39 @@ ARCHITECTURES: dict[str, type[Denoiser]] = {UNet.arch: UNet, ConvDAE.arch: ConvD
 
 
 def build_model(config: dict) -> Denoiser:
-    """Rebuild a model from its config: {"arch": name, **constructor arguments, "ink_bias": b (optional)}."""
+    """Rebuild a model from its config: {"arch": name, **constructor arguments, "ink_bias": b (optional),
+    "faint_ink_bias": f (optional)}."""
     config = dict(config)
     name = config.pop("arch", None)
     if not isinstance(name, str) or name not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {name!r} (known: {', '.join(sorted(ARCHITECTURES))})")
-    ink_bias = config.pop("ink_bias", 0.0)
+    ink_bias, faint_ink_bias = config.pop("ink_bias", 0.0), config.pop("faint_ink_bias", None)
     try:
         model = ARCHITECTURES[name](**config)
     except TypeError as exc:
         raise ValueError(f"bad settings for architecture {name!r}: {exc}") from None
-    set_ink_bias(model, ink_bias)
+    set_ink_bias(model, ink_bias, faint_ink_bias)
     return model
 
 
-def set_ink_bias(model: Denoiser, ink_bias: float) -> None:
-    """Make cleaning move every pixel's logit `ink_bias` toward ink (0: as the network predicts). A small bias keeps
-    the soft edges of faint strokes ink, at the cost of slightly darker grey tones; training fits the network
-    beneath it, so it is a choice about the finished model, made on validation pages."""
-    if not isinstance(ink_bias, (int, float)) or isinstance(ink_bias, bool) or not 0 <= ink_bias <= MAX_INK_BIAS:
-        raise ValueError(f"ink_bias must be a number from 0 to {MAX_INK_BIAS:g}, got {ink_bias!r}")
+def set_ink_bias(model: Denoiser, ink_bias: float, faint_ink_bias: float | None = None) -> None:
+    """Make cleaning move each pixel's logit `ink_bias` toward ink (0: as the network predicts), or
+    `faint_ink_bias` where the ink is faint (None: `ink_bias` there too). A small bias keeps the soft edges of faint
+    strokes ink, at the cost of slightly darker grey tones; training fits the network beneath it, so it is a choice
+    about the finished model, made on validation pages."""
+    for name, value in (("ink_bias", ink_bias), ("faint_ink_bias", faint_ink_bias)):
+        if value is None and name == "faint_ink_bias":
+            continue
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= MAX_INK_BIAS:
+            raise ValueError(f"{name} must be a number from 0 to {MAX_INK_BIAS:g}, got {value!r}")
     model.ink_bias = float(ink_bias)
-    model.config.pop("ink_bias", None)
+    model.faint_ink_bias = None if faint_ink_bias is None else float(faint_ink_bias)
+    for key in ("ink_bias", "faint_ink_bias"):
+        model.config.pop(key, None)
     if ink_bias:
         model.config["ink_bias"] = float(ink_bias)
+    if faint_ink_bias is not None:
+        model.config["faint_ink_bias"] = float(faint_ink_bias)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -68,6 +68,10 @@ class TrainOptions:
                                            f"network predicts (0 to {MAX_INK_BIAS:g}; default: the --init model's, "
                                            "else 0): faint strokes keep their soft edges, grey tones come out a "
                                            "little darker. Validation sees it; the loss does not.")
+    faint_ink_bias: float | None = _option(None, "The bias where the ink is faint (the input's contrast near a "
+                                                 "pixel low), blended with --ink-bias where it is dark, so only faint "
+                                                 "ink pays the darker tones (default: the --init model's, else none: "
+                                                 "--ink-bias everywhere).")
     binary_style: bool = _option(False, "Also learn a binary style of output, which --binarize asks for, from the "
                                         "patches whose target is pure black and white (ink masks such as DIBCO's "
                                         "ground truth); the grey style learns from the rest. An --init model "

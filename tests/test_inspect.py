@@ -79,11 +79,12 @@ def test_card_of_a_model_without_info(tiny_model_path):
     (1, "a gain and a bias predicted for each input pixel"),
     (3, "a 3×3 filter of the input and a bias predicted for each pixel"),
     (0, "cleaning leans 0.4 logits toward ink"),
+    (-1, "cleaning leans 0.6 logits toward ink where the ink is faint, 0.4 where it is dark"),
 ])
 def test_card_describes_per_pixel_filters_and_ink_bias(tmp_path, kernel, described):
-    config = {"arch": "unet", "widths": [4, 8], "unshuffle": 2, "convs": 1, "kernel": kernel}
-    if not kernel:
-        config = {**config, "ink_bias": 0.4}
+    config = {"arch": "unet", "widths": [4, 8], "unshuffle": 2, "convs": 1, "kernel": max(kernel, 0)}
+    if kernel <= 0:
+        config = {**config, "ink_bias": 0.4} | ({"faint_ink_bias": 0.6} if kernel < 0 else {})
     card = dict(model_card(*_saved(tmp_path, config, {})))
     assert card["architecture"] == f"unet: widths 4-8, pixel-unshuffle ×2 stem, 1 conv per block, {described}"
 

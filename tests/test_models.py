@@ -324,6 +324,26 @@ def test_ink_bias_leans_cleaning_toward_ink_and_travels_in_the_config():
 def test_ink_bias_must_be_a_small_number(bias):
     with pytest.raises(ValueError, match="ink_bias"):
         build_model({"arch": "unet", "widths": [8], "ink_bias": bias})
+    with pytest.raises(ValueError, match="faint_ink_bias"):
+        build_model({"arch": "unet", "widths": [8], "ink_bias": 0.1, "faint_ink_bias": bias})
+
+
+def test_faint_ink_bias_leans_faint_ink_further_than_dark_and_travels_in_the_config():
+    torch.manual_seed(0)
+    plain = build_model({"arch": "unet", "widths": [8, 16], "unshuffle": 2, "convs": 1})
+    blended = build_model({**plain.config, "ink_bias": 0.1, "faint_ink_bias": 0.5})
+    blended.load_state_dict(plain.state_dict())
+    x = torch.full((1, 1, 96, 160), 0.85)
+    x[..., 40:44, 10:60] = 0.65  # a faint stroke: contrast 0.2
+    x[..., 40:44, 100:150] = 0.05  # a dark one: contrast 0.8
+    with torch.no_grad():
+        logits, out = plain.logits(x), blended(x)
+    faint, dark = (..., slice(30, 54), slice(0, 70)), (..., slice(30, 54), slice(90, 160))
+    torch.testing.assert_close(out[faint], torch.sigmoid(logits[faint] - 0.5))
+    torch.testing.assert_close(out[dark], torch.sigmoid(logits[dark] - 0.1))
+    assert blended.receptive_radius > plain.receptive_radius == blended.network_radius  # the contrast window
+    assert blended.config["faint_ink_bias"] == 0.5 and build_model(blended.config).faint_ink_bias == 0.5
+    assert "faint_ink_bias" not in build_model({**plain.config, "ink_bias": 0.3}).config  # one bias everywhere
 
 
 def test_binary_style_starts_as_the_grey_output_and_changes_only_pages_asked_for_it():

@@ -691,6 +691,12 @@ def test_ink_bias_is_set_on_the_trained_model_and_kept_from_init(pair_set, tmp_p
     cleared = tmp_path / "cleared.safetensors"
     from_folders(*pair_set, cleared, tiny_options(epochs=1, ink_bias=0.0), init=leaning, device="cpu")
     assert "ink_bias" not in load_model(cleared)[1].config
+    blended = tmp_path / "blended.safetensors"
+    from_folders(*pair_set, blended, tiny_options(epochs=0, faint_ink_bias=0.6), init=leaning, device="cpu")
+    assert (load_model(blended)[0].ink_bias, load_model(blended)[0].faint_ink_bias) == (0.3, 0.6)  # 0.3 kept
+    again = tmp_path / "again.safetensors"
+    from_folders(*pair_set, again, tiny_options(epochs=0, ink_bias=0.2), init=blended, device="cpu")
+    assert (load_model(again)[0].ink_bias, load_model(again)[0].faint_ink_bias) == (0.2, 0.6)  # 0.6 kept
 
 
 def test_zero_epochs_writes_the_init_model_with_new_settings_untrained(pair_set, tmp_path):
