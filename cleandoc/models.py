@@ -19,11 +19,12 @@ from torch.utils.flop_counter import FlopCounterMode
 from .options import MAX_INK_BIAS
 
 # A model with a faint-ink bias measures how faint the ink near each pixel is by the input's local contrast: its
-# brightest minus its darkest value within INK_CONTRAST_WINDOW pixels (wide enough to take in a stroke and the
-# paper beside it at 600 dpi). At FAINT_INK_CONTRAST and below the faint-ink bias applies, at DARK_INK_CONTRAST
-# and above the ink bias, and in between a blend: light ink (75% of the paper's brightness) leaves about 0.2, black
-# ink on office paper 0.8.
-INK_CONTRAST_WINDOW = 31
+# brightest minus its darkest value in the CONTRAST_CELL-pixel square cells within CONTRAST_CELLS cells of the
+# pixel's own (a 28-pixel square, wide enough to take in a stroke and the paper beside it at 600 dpi; cells,
+# because pooling every pixel's own window would cost more than the network's first layers). At
+# FAINT_INK_CONTRAST and below the faint-ink bias applies, at DARK_INK_CONTRAST and above the ink bias, and in
+# between a blend: light ink (75% of the paper's brightness) leaves about 0.2, black ink on office paper 0.8.
+CONTRAST_CELL, CONTRAST_CELLS = 4, 3
 FAINT_INK_CONTRAST, DARK_INK_CONTRAST = 0.3, 0.7
 
 INPUT_SKIP_GAIN = 6.0
@@ -63,23 +64,36 @@ def _block(c_in: int, c_out: int, convs: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def local_contrast(x: torch.Tensor) -> torch.Tensor:
+    """Each pixel's local contrast (see CONTRAST_CELL); H and W must be multiples of CONTRAST_CELL, and the cells
+    start at the top left, so a tile whose origin is a multiple of it sees the cells the whole page does."""
+    side = 2 * CONTRAST_CELLS + 1
+
+    def cell_max(cells: torch.Tensor) -> torch.Tensor:  # one row and one column at a time: two sides, not an area
+        return F.max_pool2d(F.max_pool2d(cells, (1, side), 1, (0, CONTRAST_CELLS)), (side, 1), 1, (CONTRAST_CELLS, 0))
+
+    brightest = cell_max(F.max_pool2d(x, CONTRAST_CELL))
+    darkest = -cell_max(F.max_pool2d(-x, CONTRAST_CELL))
+    return F.interpolate(brightest - darkest, scale_factor=CONTRAST_CELL, mode="nearest")
+
+
 class Denoiser(nn.Module):
     """The interface every architecture implements.
 
     `arch` names it in model files; `config` is {"arch": arch, **constructor arguments}, which rebuilds it.
-    `network_radius`: how far, in input pixels, an output logit can see (an upper bound); `receptive_radius` adds
-    the reach of the ink bias, which is what the tiler needs. `size_multiple`: H and
-    W must be multiples of it. `features_per_pixel`: the float values alive at once per input pixel at the peak of
-    a forward pass in inference mode, which bounds a tile's activation memory. `first_conv`: the convolution that
-    reads the page and the pixel-unshuffle factor in front of it (1: none), whose filters `cleandoc inspect`
+    `network_radius`: how far, in input pixels, an output logit can see (an upper bound), and `network_multiple`:
+    what H and W must be multiples of; `receptive_radius` and `size_multiple` cover the ink bias's contrast cells
+    too, which is what the tiler needs. `features_per_pixel`: the float values alive at once per input pixel at the
+    peak of a forward pass in inference mode, which bounds a tile's activation memory. `first_conv`: the convolution
+    that reads the page and the pixel-unshuffle factor in front of it (1: none), whose filters `cleandoc inspect`
     draws. `encode(x)`: the bottleneck code (what the contractive penalty regularises). `logits(x, binary)`: the
-    clean page before the sigmoid (what the losses take). `ink_bias` (config key "ink_bias", absent when 0): how
-    far cleaning moves every pixel's logit toward ink, past what the network predicts; the losses never see it.
+    clean page before the sigmoid (what the losses take). `ink_bias` (config key "ink_bias", absent when 0): how far
+    cleaning moves every pixel's logit toward ink, past what the network predicts; the losses never see it.
     `faint_ink_bias` (config key "faint_ink_bias", absent when None: the ink bias everywhere): the bias where the
-    ink is faint instead, blended with `ink_bias` by the input's local contrast (see `ink_bias_map`).
-    `binary_style` (config key "binary_style", absent when false): the model can be asked, page by page, for a
-    binary page as DIBCO's ground truth draws it (`binary` true) or for a grey page with soft edges, as clean
-    scans have them (false); see `UNet.add_binary_style`."""
+    ink is faint instead, blended with `ink_bias` by the input's local contrast (see `ink_bias_map`). `binary_style`
+    (config key "binary_style", absent when false): the model can be asked, page by page, for a binary page as
+    DIBCO's ground truth draws it (`binary` true) or for a grey page with soft edges, as clean scans have them
+    (false); see `UNet.add_binary_style`."""
 
     arch: str
     config: dict
@@ -94,12 +108,20 @@ class Denoiser(nn.Module):
 
     @property
     def receptive_radius(self) -> int:
-        """The network's reach, and the contrast window's when the ink bias depends on it."""
-        return self.network_radius + (INK_CONTRAST_WINDOW // 2 if self.faint_ink_bias is not None else 0)
+        """The network's reach, and the contrast cells' when the ink bias depends on them."""
+        cells = CONTRAST_CELL * (CONTRAST_CELLS + 1) - 1
+        return max(self.network_radius, cells if self.faint_ink_bias is not None else 0)
+
+    @property
+    def network_multiple(self) -> int:
+        """What H and W of the network's input must be multiples of."""
+        raise NotImplementedError
 
     @property
     def size_multiple(self) -> int:
-        raise NotImplementedError
+        """The network's multiple, and the contrast cell's when the ink bias depends on it."""
+        return math.lcm(self.network_multiple, CONTRAST_CELL) if self.faint_ink_bias is not None else \
+            self.network_multiple
 
     @property
     def features_per_pixel(self) -> float:
@@ -126,8 +148,7 @@ class Denoiser(nn.Module):
         soft edges of faint strokes out as paper-grey), so only faint pages pay the bias's darker tones."""
         if self.faint_ink_bias is None:
             return self.ink_bias
-        radius = INK_CONTRAST_WINDOW // 2
-        contrast = F.max_pool2d(x, INK_CONTRAST_WINDOW, 1, radius) + F.max_pool2d(-x, INK_CONTRAST_WINDOW, 1, radius)
+        contrast = local_contrast(x)
         darkness = ((contrast - FAINT_INK_CONTRAST) / (DARK_INK_CONTRAST - FAINT_INK_CONTRAST)).clamp(0, 1)
         return self.faint_ink_bias + (self.ink_bias - self.faint_ink_bias) * darkness
 
@@ -196,7 +217,7 @@ class UNet(Denoiser):
         return h.mul_(1 + on * gain).add_(on * shift)  # in place: the binary style needs no more memory
 
     @property
-    def size_multiple(self) -> int:
+    def network_multiple(self) -> int:
         return self.unshuffle * 2 ** len(self.down)
 
     @property
@@ -305,7 +326,7 @@ class ConvDAE(Denoiser):
         )
 
     @property
-    def size_multiple(self) -> int:
+    def network_multiple(self) -> int:
         return 2 ** (len(self.config["widths"]))
 
     @property

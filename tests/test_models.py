@@ -341,7 +341,8 @@ def test_faint_ink_bias_leans_faint_ink_further_than_dark_and_travels_in_the_con
     faint, dark = (..., slice(30, 54), slice(0, 70)), (..., slice(30, 54), slice(90, 160))
     torch.testing.assert_close(out[faint], torch.sigmoid(logits[faint] - 0.5))
     torch.testing.assert_close(out[dark], torch.sigmoid(logits[dark] - 0.1))
-    assert blended.receptive_radius > plain.receptive_radius == blended.network_radius  # the contrast window
+    small = build_model({"arch": "dae", "widths": [8], "convs": 1, "ink_bias": 0.1, "faint_ink_bias": 0.5})
+    assert small.network_radius < small.receptive_radius == 15 and small.size_multiple == 4  # the contrast cells
     assert blended.config["faint_ink_bias"] == 0.5 and build_model(blended.config).faint_ink_bias == 0.5
     assert "faint_ink_bias" not in build_model({**plain.config, "ink_bias": 0.3}).config  # one bias everywhere
 
