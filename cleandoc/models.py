@@ -64,17 +64,16 @@ def _block(c_in: int, c_out: int, convs: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def local_contrast(x: torch.Tensor) -> torch.Tensor:
-    """Each pixel's local contrast (see CONTRAST_CELL); H and W must be multiples of CONTRAST_CELL, and the cells
-    start at the top left, so a tile whose origin is a multiple of it sees the cells the whole page does."""
+def cell_contrast(x: torch.Tensor) -> torch.Tensor:
+    """The local contrast of each CONTRAST_CELL-pixel cell (see CONTRAST_CELL), one value per cell; H and W must
+    be multiples of CONTRAST_CELL, and the cells start at the top left, so a tile whose origin is a multiple of it
+    sees the cells the whole page does."""
     side = 2 * CONTRAST_CELLS + 1
 
     def cell_max(cells: torch.Tensor) -> torch.Tensor:  # one row and one column at a time: two sides, not an area
         return F.max_pool2d(F.max_pool2d(cells, (1, side), 1, (0, CONTRAST_CELLS)), (side, 1), 1, (CONTRAST_CELLS, 0))
 
-    brightest = cell_max(F.max_pool2d(x, CONTRAST_CELL))
-    darkest = -cell_max(F.max_pool2d(-x, CONTRAST_CELL))
-    return F.interpolate(brightest - darkest, scale_factor=CONTRAST_CELL, mode="nearest")
+    return cell_max(F.max_pool2d(x, CONTRAST_CELL)) + cell_max(F.max_pool2d(-x, CONTRAST_CELL))
 
 
 class Denoiser(nn.Module):
@@ -144,19 +143,19 @@ class Denoiser(nn.Module):
     def ink_bias_map(self, x: torch.Tensor) -> float | torch.Tensor:
         """How far cleaning moves each pixel's logit toward ink: the ink bias, or, with a faint-ink bias, that bias
         where the input's local contrast says the ink is faint and the ink bias where it is dark. Dark ink needs
-        little help (its soft edges come out as the targets draw them), faint ink more (the network brings the
-        soft edges of faint strokes out as paper-grey), so only faint pages pay the bias's darker tones."""
+        little help, faint ink more (the network brings the soft edges of faint strokes out as paper-grey), so only
+        faint pages pay the bias's darker tones. Worked out per cell, then spread to the cell's pixels."""
         if self.faint_ink_bias is None:
             return self.ink_bias
-        contrast = local_contrast(x)
-        darkness = ((contrast - FAINT_INK_CONTRAST) / (DARK_INK_CONTRAST - FAINT_INK_CONTRAST)).clamp(0, 1)
-        return self.faint_ink_bias + (self.ink_bias - self.faint_ink_bias) * darkness
+        darkness = ((cell_contrast(x) - FAINT_INK_CONTRAST) / (DARK_INK_CONTRAST - FAINT_INK_CONTRAST)).clamp(0, 1)
+        bias = self.faint_ink_bias + (self.ink_bias - self.faint_ink_bias) * darkness
+        return F.interpolate(bias, scale_factor=CONTRAST_CELL, mode="nearest")
 
     def forward(self, x: torch.Tensor, binary: bool = False) -> torch.Tensor:
         style = torch.ones(x.shape[0], device=x.device) if binary and self.binary_style else None
         logits = self.logits(x, style)
         bias = self.ink_bias_map(x)
-        return torch.sigmoid(logits - bias if isinstance(bias, torch.Tensor) or bias else logits)
+        return torch.sigmoid(logits if isinstance(bias, float) and bias == 0 else logits - bias)
 
 
 class UNet(Denoiser):
@@ -387,9 +386,8 @@ def set_ink_bias(model: Denoiser, ink_bias: float, faint_ink_bias: float | None 
     `faint_ink_bias` where the ink is faint (None: `ink_bias` there too). A small bias keeps the soft edges of faint
     strokes ink, at the cost of slightly darker grey tones; training fits the network beneath it, so it is a choice
     about the finished model, made on validation pages."""
-    for name, value in (("ink_bias", ink_bias), ("faint_ink_bias", faint_ink_bias)):
-        if value is None and name == "faint_ink_bias":
-            continue
+    biases = {"ink_bias": ink_bias} | ({} if faint_ink_bias is None else {"faint_ink_bias": faint_ink_bias})
+    for name, value in biases.items():
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= MAX_INK_BIAS:
             raise ValueError(f"{name} must be a number from 0 to {MAX_INK_BIAS:g}, got {value!r}")
     model.ink_bias = float(ink_bias)

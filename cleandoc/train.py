@@ -131,9 +131,8 @@ def train(train_sets: list[PageSet] | list[tuple[np.ndarray, np.ndarray]],
         torch.manual_seed(options.seed)
         try:
             model = load_model(init)[0] if init else build_model(options.model)
-            if options.ink_bias is not None or options.faint_ink_bias is not None:
-                set_ink_bias(model, model.ink_bias if options.ink_bias is None else options.ink_bias,
-                             model.faint_ink_bias if options.faint_ink_bias is None else options.faint_ink_bias)
+            set_ink_bias(model, model.ink_bias if options.ink_bias is None else options.ink_bias,
+                         model.faint_ink_bias if options.faint_ink_bias is None else options.faint_ink_bias)
             if options.binary_style:
                 model.add_binary_style()
         except ValueError as exc:

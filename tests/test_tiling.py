@@ -78,7 +78,7 @@ def test_tiled_equals_whole(arch, height, width, tile, batch):
     {"arch": "unet", "widths": [8, 16, 32], "unshuffle": 1, "convs": 1},
     {"arch": "unet", "widths": [8, 16], "unshuffle": 2, "convs": 1, "kernel": 3},  # per-pixel filters
     {"arch": "dae", "widths": [8], "convs": 2},
-    # the bias depends on the input's contrast around each pixel: its window widens the halo
+    # the bias depends on the input's contrast around each pixel: the halo and size multiple cover its cells
     {"arch": "unet", "widths": [8, 16], "unshuffle": 2, "convs": 1, "ink_bias": 0.1, "faint_ink_bias": 1.5},
     {"arch": "dae", "widths": [8], "convs": 1, "ink_bias": 0.1, "faint_ink_bias": 1.5},  # they reach further
 ])
