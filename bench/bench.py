@@ -10,6 +10,8 @@ Rows, each on pages held out from the model's training:
 - faint ink: the share of ink pixels kept (darker than half after cleaning) on clean pages made faint at each
   contrast (`noise.faint_ink`: toned, unevenly lit paper, mild blur and noise): printed pages (rendered ones and
   the validation pages' clean targets) and handwritten ones (the DIBCO year's ground truth);
+- figures: the share of dark pixels kept in charts, photographs, hatched drawings, stamps and ruled tables, on
+  rendered pages of figures, pooled and on the worst page;
 - scale: the F-measure on rendered pages at 100 to 600 dpi with faint ink and random degradations;
 - PDF: the bytes of a scanned PDF and of its cleaned versions, grey and binarised;
 - speed: CPU seconds to clean an A4 page at 300 dpi, the network alone, median of --repeats;
@@ -43,7 +45,7 @@ from cleandoc.noise import DEFAULT_STRENGTH, corrupt, faint, faint_ink, random_r
 from cleandoc.ocr import OCR_METHODS, OcrError, score_ocr
 from cleandoc.runtime import PRECISIONS
 from cleandoc.store import ModelFileError
-from cleandoc.synth import render_page
+from cleandoc.synth import FIGURE_KINDS, render_figures, render_page
 
 A4_300DPI = (3508, 2480)  # height, width
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -51,6 +53,7 @@ CONTRASTS = (0.2, 0.25, 0.3, 0.4, 0.6, 0.8, 1.0)
 STROKE_CORE = 0.2  # a clean page's pixels darker than this are a stroke's core, not its anti-aliased edge
 CORE_CONTRAST = 0.25  # the faintest contrast the shipped model's bars hold: where the cores are counted too
 SCALE_DPI = (100, 200, 300, 600)
+FIGURE_PAGES = 10
 RENDER_SEED = 2024  # rendered benchmark pages; training pages are rendered with other seeds
 COLUMNS = BINARY_METHODS
 
@@ -200,6 +203,35 @@ def scale_rows(bench: Bench) -> list[tuple]:
     return rows
 
 
+def figure_rows(bench: Bench) -> list[tuple]:
+    """Content that is not text, on FIGURE_PAGES rendered pages of figures at 150 dpi, lightly toned and unevenly
+    lit: per kind, the share of its dark pixels (darker than half on the clean page) each column keeps, pooled over
+    the pages and on the worst page, and on cleandoc's binarised page; a cleaner that whitens part of a drawing or a
+    photograph shows on its worst page before it shows in the pool."""
+    kept = {kind: {m: [] for m in (*COLUMNS, "binarised")} for kind in FIGURE_KINDS}
+    dark = {kind: [] for kind in FIGURE_KINDS}
+    for index in range(FIGURE_PAGES):
+        clean, regions = render_figures(np.random.default_rng([RENDER_SEED, 13, index]), 150)
+        dirty = to_uint8(faint_ink(clean, 0.9, np.random.default_rng([RENDER_SEED, 14, index]), strength=0.5))
+        outputs = bench.outputs(dirty) | {"binarised": bench.cleaner.run(dirty, binary=True)}
+        for kind, region in regions.items():
+            mask = clean[region] < 0.5
+            dark[kind].append(int(mask.sum()))
+            for method, out in outputs.items():
+                kept[kind][method].append(ink_kept(out[region], mask))
+    rows = []
+    for kind in FIGURE_KINDS:
+        def pooled_and_worst(method: str) -> str:
+            shares = kept[kind][method]
+            return f"{np.average(shares, weights=dark[kind]):.1%} ({min(shares):.1%})"
+
+        rows.append((f"figures, {kind}: share of its dark pixels kept, pooled (worst page) over {FIGURE_PAGES} A5 "
+                     "pages at 150 dpi (higher is better)", *(pooled_and_worst(m) for m in COLUMNS)))
+        rows.append((f"figures, {kind}: the same on cleandoc's binarised page (`--binarize`)",
+                     *("" for _ in COLUMNS[:-1]), pooled_and_worst("binarised")))
+    return rows
+
+
 def model_seconds(cleaner: Cleaner, page: np.ndarray, repeats: int) -> float:
     """Median seconds of `repeats` runs of the network over the page, after a warm-up on a corner (the result
     comes back to the CPU, so a GPU has finished when the clock stops)."""
@@ -294,7 +326,7 @@ def table(name: str, cleaner: Cleaner, rows: list[tuple], columns: tuple[str, ..
     return "\n".join(head + body)
 
 
-ROW_GROUPS = ("noisyoffice", "dibco", "faint", "scale", "pdf", "speed", "ocr")
+ROW_GROUPS = ("noisyoffice", "dibco", "faint", "figures", "scale", "pdf", "speed", "ocr")
 
 
 def main() -> int:
@@ -334,6 +366,8 @@ def main() -> int:
             rows += dibco_rows(bench, year)
         if "faint" not in args.skip:
             rows += faint_rows(bench, faint_pages(bench, args.dibco_year))
+        if "figures" not in args.skip:
+            rows += figure_rows(bench)
         if "scale" not in args.skip:
             rows += scale_rows(bench)
         if "pdf" not in args.skip:

@@ -559,6 +559,9 @@ def synth(
     pages: Annotated[int, typer.Option(min=1, help="How many page pairs to write.", show_default=False)],
     dpi: Annotated[int, typer.Option(min=50, max=1200, help="Resolution of the rendered A4 pages.")] = 300,
     seed: Annotated[int, typer.Option(help="Page K is the same for a seed, whatever --pages is.")] = 0,
+    figures: Annotated[bool, typer.Option(
+        "--figures", help="Render A5 pages of figures (a grey chart, a photograph, a hatched drawing, a stamp, a "
+        "ruled table) instead of A4 text pages.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
 ) -> None:
     """Render synthetic text pages and corrupted copies of them, as (dirty, clean) training pairs."""
@@ -579,7 +582,7 @@ def synth(
             progress.update(task, completed=done, rate=f"{rate:.2f} pages/s")
 
     try:
-        pairs = synth_pages(out, pages, dpi=dpi, seed=seed, on_page=on_page)
+        pairs = synth_pages(out, pages, dpi=dpi, seed=seed, on_page=on_page, figures=figures)
     except PageError as exc:
         raise _fail(f"{out}: {exc}") from None
     except OSError as exc:

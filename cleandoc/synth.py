@@ -524,11 +524,13 @@ def render_figures(rng: np.random.Generator, dpi: int = 100, size_mm: tuple[floa
 
 def synth_pages(out: Path, pages: int, dpi: int = 300, seed: int = 0,
                 corrupt: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
-                on_page: Callable[[int, int], None] | None = None) -> list[tuple[Path, Path]]:
+                on_page: Callable[[int, int], None] | None = None, figures: bool = False) -> list[tuple[Path, Path]]:
     """Write `pages` pairs as out/dirty/page-NNNN.png and out/clean/page-NNNN.png; returns the (dirty, clean)
     paths. Page k draws from its own generator seeded with (seed, k), so it is the same whatever `pages` is,
-    and a rerun overwrites each file atomically. `corrupt(clean, rng)` makes the dirty page; by default a
-    random recipe from cleandoc.noise. `on_page(done, total)` reports progress."""
+    and a rerun overwrites each file atomically. With `figures`, the pages are A5 pages of figures
+    (`render_figures`), which text pages hold too rarely for a model to learn to keep them, rather than A4 text
+    pages. `corrupt(clean, rng)` makes the dirty page; by default a random recipe from cleandoc.noise.
+    `on_page(done, total)` reports progress."""
     if corrupt is None:
         from . import noise
 
@@ -541,7 +543,7 @@ def synth_pages(out: Path, pages: int, dpi: int = 300, seed: int = 0,
     written = []
     for index in range(pages):
         rng = np.random.default_rng([seed, index])
-        clean = render_page(rng, dpi)
+        clean = render_figures(rng, dpi)[0] if figures else render_page(rng, dpi)
         dirty = corrupt(clean, rng)
         name = f"page-{index + 1:04d}.png"
         write_page(out / "clean" / name, clean)

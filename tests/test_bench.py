@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,9 @@ def test_bench_prints_one_table_per_model_beside_the_classic_binarisers(tiny_mod
     assert len(faint) == 6 and all(cell.strip().endswith("%") for cell in faint[0].strip("| ").split(" | ")[1:])
     assert sum("core pixels" in line for line in faint) == 2  # strokes that thin, told from strokes that vanish
     assert sum("binarised" in line and line.rstrip(" |").endswith("%") for line in faint) == 2
+    figures = [line for line in result.stdout.splitlines() if line.startswith("| figures, ")]
+    assert len(figures) == 2 * 2 * 5  # per model and kind of figure: the grey page and the binarised one
+    assert all(re.fullmatch(r"\d+\.\d% \(\d+\.\d%\)", cell) for cell in figures[0].strip("| ").split(" | ")[1:])
     assert "CPU s per A4 300-dpi page" in result.stdout
     written = docs.read_text()
     assert written.startswith("# Benchmarks\n\nkept\n") and "<!-- begin bench.py -->" in written

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from cleandoc.cli import app
 from cleandoc.data import PageSet, PatchSampler, Source
+from cleandoc.imageio import read_page
 from cleandoc.store import load_model
 from cleandoc.synth import synth_pages
 from cleandoc.train import TrainingError, TrainOptions, train_from_sources
@@ -80,3 +81,6 @@ def test_synth_command_writes_aligned_pairs(tmp_path):
     assert result.exit_code == 0, result.output
     dirty = sorted(p.name for p in (tmp_path / "s" / "dirty").iterdir())
     assert dirty == sorted(p.name for p in (tmp_path / "s" / "clean").iterdir()) and len(dirty) == 2
+    figures = CliRunner().invoke(app, ["synth", "-o", str(tmp_path / "f"), "--pages", "1", "--dpi", "50", "--figures"])
+    assert figures.exit_code == 0, figures.output
+    assert read_page(tmp_path / "f" / "clean" / "page-0001.png").shape == (413, 291)  # A5, not A4

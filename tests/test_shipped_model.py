@@ -25,16 +25,17 @@ SHARED = ROOT.parent / "shared" / "data"
 SEED = 31337  # pages no training run renders (their seeds are the dpi) and no benchmark either (2024)
 # Pooled RMSE on the four bundled NoisyOffice samples (validation page groups: never trained on), measured with
 # this file's test and rounded up by about 5%: a model that cleans them worse than the shipped one fails.
-SAMPLE_RMSE_BAR = {"default": 0.031}
+SAMPLE_RMSE_BAR = {"default": 0.030}
 # The share of faint printed ink kept, per ink contrast: the project's goal, 0.97 at every contrast from 0.25 up (the
-# shipped model keeps 0.982 and more on the grey page, 0.998 and more binarised), so a model that keeps less ink fails.
+# shipped model keeps 0.987 and more on the grey page, 0.998 and more binarised), so a model that keeps less ink fails.
 FAINT_INK_BAR = {"default": {0.25: 0.97, 0.4: 0.97, 0.6: 0.97, 1.0: 0.97}}
-# Figures on a lightly toned page: the share of their dark pixels kept (on the grey page, and on the binarised one,
-# where a photograph loses a few of its dark pixels to white), and the mean tone error over their content. The
-# shipped model darkens grey fills (chart) and photographs (0.24) and turns a stamp in light ink dark; the bars hold
-# it there.
-FIGURE_INK_BAR, BINARIZED_FIGURE_INK_BAR = 0.95, 0.92
-FIGURE_TONE_BAR = {"chart": 0.25, "photo": 0.25, "drawing": 0.15, "stamp": 0.45, "rules": 0.15}
+# Figures on lightly toned pages: the share of their dark pixels kept (on the grey page, and on the binarised one,
+# where a photograph loses some of its dark pixels to white: 0.897 on the first page), and the mean tone error over
+# their content, on every page. The bars leave a little room past the shipped model's worst page (tone: chart 0.18,
+# photograph 0.26, stamp 0.25: it darkens grey fills and photographs and turns a stamp in light ink darker).
+FIGURE_PAGES = 3
+FIGURE_INK_BAR, BINARIZED_FIGURE_INK_BAR = 0.95, 0.88
+FIGURE_TONE_BAR = {"chart": 0.2, "photo": 0.28, "drawing": 0.15, "stamp": 0.3, "rules": 0.16}
 
 
 @pytest.fixture(scope="module", params=SHIPPED_MODELS)
@@ -91,12 +92,13 @@ def test_shipped_models_keep_faint_printed_ink(shipped, contrast, binarize):
     assert max(lost, default=0) <= 4 and len(lost) <= 0.02 * strokes
 
 
-def test_shipped_models_keep_figures(shipped):
+@pytest.mark.parametrize("page", range(FIGURE_PAGES))
+def test_shipped_models_keep_figures(shipped, page):
     """A grey chart, a photograph, a hatched drawing, a stamp and ruled lines on a lightly toned page: their ink
     stays and their tones stay near what they were."""
     _, cleaner = shipped
-    clean, regions = render_figures(np.random.default_rng([SEED, 1]), 150)
-    dirty = to_uint8(faint_ink(clean, 0.9, np.random.default_rng([SEED, 2]), strength=0.5))
+    clean, regions = render_figures(np.random.default_rng([SEED, 1, page]), 150)
+    dirty = to_uint8(faint_ink(clean, 0.9, np.random.default_rng([SEED, 2, page]), strength=0.5))
     cleaned = cleaner.clean(dirty) / np.float32(255)
     binarized = cleaner.clean(dirty, binarize=True)
     for kind in FIGURE_KINDS:

@@ -81,3 +81,10 @@ def test_default_corruption_comes_from_the_noise_module(tmp_path):
     ((dirty_path, clean_path),) = synth_pages(tmp_path, 1, dpi=50)
     dirty, clean = read_page(dirty_path), read_page(clean_path)
     assert dirty.shape == clean.shape and not np.array_equal(dirty, clean)
+
+
+def test_synth_figure_pages_are_the_figures_page(tmp_path):
+    ((_, clean_path),) = synth_pages(tmp_path, 1, dpi=50, seed=5, corrupt=_speckle, figures=True)
+    expected, _ = synth.render_figures(np.random.default_rng([5, 0]), 50)
+    assert expected.shape == (413, 291)  # A5 at 50 dpi
+    assert np.abs(read_page(clean_path) - expected).max() <= 1 / 255
