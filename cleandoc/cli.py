@@ -557,14 +557,15 @@ def synth(
     out: Annotated[Path, typer.Option("--output", "-o", help="Folder for the dirty/ and clean/ page pairs.",
                                       show_default=False)],
     pages: Annotated[int, typer.Option(min=1, help="How many page pairs to write.", show_default=False)],
-    dpi: Annotated[int, typer.Option(min=50, max=1200, help="Resolution of the rendered A4 pages.")] = 300,
+    dpi: Annotated[int, typer.Option(min=50, max=1200, help="Resolution of the rendered pages.")] = 300,
     seed: Annotated[int, typer.Option(help="Page K is the same for a seed, whatever --pages is.")] = 0,
     figures: Annotated[bool, typer.Option(
         "--figures", help="Render A5 pages of figures (a grey chart, a photograph, a hatched drawing, a stamp, a "
         "ruled table) instead of A4 text pages.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
 ) -> None:
-    """Render synthetic text pages and corrupted copies of them, as (dirty, clean) training pairs."""
+    """Render synthetic pages (text, or with --figures figures alone) and corrupted copies of them, as (dirty,
+    clean) training pairs."""
     from .imageio import PageError
     from .synth import synth_pages
 

@@ -17,7 +17,7 @@ from cleandoc.imageio import to_uint8
 from cleandoc.metrics import ink_kept, rmse
 from cleandoc.noise import faint_ink
 from cleandoc.store import SHIPPED_MODELS, shipped_model_path
-from cleandoc.synth import FIGURE_KINDS, render_figures, render_page
+from cleandoc.synth import FIGURE_KINDS, render_page, toned_figures
 
 ROOT = Path(__file__).resolve().parents[1]
 CARD = (ROOT / "models" / "README.md").read_text()
@@ -97,8 +97,8 @@ def test_shipped_models_keep_figures(shipped, page):
     """A grey chart, a photograph, a hatched drawing, a stamp and ruled lines on a lightly toned page: their ink
     stays and their tones stay near what they were."""
     _, cleaner = shipped
-    clean, regions = render_figures(np.random.default_rng([SEED, 1, page]), 150)
-    dirty = to_uint8(faint_ink(clean, 0.9, np.random.default_rng([SEED, 2, page]), strength=0.5))
+    rng = np.random.default_rng
+    clean, dirty, regions = toned_figures(rng([SEED, 1, page]), rng([SEED, 2, page]))
     cleaned = cleaner.clean(dirty) / np.float32(255)
     binarized = cleaner.clean(dirty, binarize=True)
     for kind in FIGURE_KINDS:
