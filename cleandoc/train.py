@@ -18,11 +18,14 @@ from . import __version__
 from .api import Cleaner
 from .data import (
     PageSet,
+    Pair,
+    PairingError,
     PatchSampler,
     Source,
     Split,
     find_pages,
     find_pairs,
+    held_out_pairs,
     load_source_pages,
     page_groups,
     split_by_group,
@@ -33,7 +36,7 @@ from .models import build_model, count_parameters, set_ink_bias
 from .noise import NoiseBank, make_corruptor, parse_recipe
 from .options import LOSSES, TrainOptions
 from .runtime import cpu_has_native_bf16, pick_device
-from .store import load_checkpoint, load_model, save_checkpoint, save_model
+from .store import ModelFileError, load_checkpoint, load_model, save_checkpoint, save_model
 
 
 class TrainingError(Exception):
@@ -232,19 +235,31 @@ def train(train_sets: list[PageSet] | list[tuple[np.ndarray, np.ndarray]],
     return state
 
 
-def _read_source(source: Source) -> list[tuple[np.ndarray, np.ndarray]]:
-    """A source's (dirty, clean) pages, 8-bit; a folder of clean pages gives each page as both."""
-    return load_source_pages(find_pairs(source.dirty, source.clean) if source.dirty else find_pages(source.clean))
+def _read_source(source: Source) -> tuple[list[Pair], list[tuple[np.ndarray, np.ndarray]]]:
+    """A source's files and (dirty, clean) pages, 8-bit; a folder of clean pages gives each page as both."""
+    pairs = find_pairs(source.dirty, source.clean) if source.dirty else find_pages(source.clean)
+    return pairs, load_source_pages(pairs)
 
 
 def _source_pages(source: Source, val_fraction: float, sealed_fraction: float, seed: int
-                  ) -> tuple[list, list[int], Split]:
-    """A source's pages (8-bit), their page groups and their split."""
-    pages = _read_source(source)
+                  ) -> tuple[list[Pair], list, list[int], Split]:
+    """A source's files, pages (8-bit), page groups and split."""
+    pairs, pages = _read_source(source)
     groups = page_groups([clean for _, clean in pages])
     split = split_by_group(groups, val_fraction if source.val is None else source.val, seed,
                            sealed_fraction if source.sealed is None else source.sealed)
-    return pages, groups, split
+    return pairs, pages, groups, split
+
+
+def _pages_held_out_by(init: str | Path) -> set[Path]:
+    """The dirty pages that the run which made `init` held out (validation and sealed), where its recorded
+    folders are here: fine-tuning on them would leave its held-out figures overstated from then on."""
+    try:
+        info = load_model(init)[1].provenance
+        pairs = held_out_pairs(info, "val") + held_out_pairs(info, "sealed")
+    except (ModelFileError, PairingError):  # an unreadable file is train's to report; absent data cannot leak
+        return set()
+    return {Path(pair.dirty).resolve() for pair in pairs}
 
 
 def train_from_sources(sources: list[Source], out: str | Path, options: TrainOptions, *,
@@ -263,8 +278,15 @@ def train_from_sources(sources: list[Source], out: str | Path, options: TrainOpt
         options = replace(options, noise=["random"])
     train_sets, val_pages, recorded = [], [], []
     synthetic_val: list[np.ndarray] = []
+    init = train_kwargs.get("init")
+    held_out = _pages_held_out_by(init) if init and not train_kwargs.get("resume") else set()
     for source in sources:
-        pages, groups, split = _source_pages(source, options.val_fraction, options.sealed_fraction, options.seed)
+        pairs, pages, groups, split = _source_pages(source, options.val_fraction, options.sealed_fraction,
+                                                    options.seed)
+        if leaked := [pairs[i].dirty for i in split.train if Path(pairs[i].dirty).resolve() in held_out]:
+            raise TrainingError(f"{source.dirty or source.clean}: {len(leaked)} of its training pages (such as "
+                                f"{leaked[0].name}) were held out by the run that made {init}: split as it did "
+                                "(the same --seed and held-out fractions) or train afresh")
         train_sets.append(PageSet([pages[i] for i in split.train], source.weight, source.dirty is None))
         if source.dirty is None:
             synthetic_val += [pages[i][1] for i in split.val]
@@ -279,7 +301,7 @@ def train_from_sources(sources: list[Source], out: str | Path, options: TrainOpt
         val_pages += [(to_uint8(corrupt(to_unit_float(clean), np.random.default_rng([options.seed, 7, i]))),
                        clean) for i, clean in enumerate(synthetic_val)]
     for source in val_sources:
-        pages = _read_source(source)
+        pages = _read_source(source)[1]
         val_pages += pages
         recorded.append({**source.describe(), "pages": len(pages), "use": "validation"})
     data = {"sources": recorded, "seed": options.seed, "val_fraction": options.val_fraction,

@@ -646,6 +646,19 @@ def test_init_fine_tunes_from_the_given_weights(pair_set, tmp_path):
     assert not torch.allclose(load_model(tmp_path / "fresh.safetensors")[0].head.bias, start.head.bias)
 
 
+def test_fine_tuning_refuses_to_train_on_the_pages_the_init_model_held_out(pair_set, trained, tmp_path):
+    groups = page_groups([clean for _, clean in load_pairs(find_pairs(*pair_set))])
+    held_out = set(split_by_group(groups, 0.2, 0).val)  # the trained fixture's split: seed 0
+    seed = next(s for s in range(1, 100) if held_out & set(split_by_group(groups, 0.2, s).train))
+    leak = train_cli(*pair_set, tmp_path / "leak.safetensors", "--init", trained["out"], "--seed", str(seed),
+                     "--epochs", "1")
+    assert leak.exit_code == 2 and len(leak.stderr.strip().splitlines()) == 1, leak.output
+    assert "heldoutbytherunthatmade" in squeeze(leak.stderr)
+    assert not (tmp_path / "leak.safetensors").exists()
+    same_split = train_cli(*pair_set, tmp_path / "ok.safetensors", "--init", trained["out"], "--epochs", "1")
+    assert same_split.exit_code == 0, same_split.output
+
+
 def test_evaluate_finds_a_models_held_out_pages_from_its_file(pair_set, tmp_path):
     import json
 
