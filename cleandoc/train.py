@@ -259,7 +259,7 @@ def _pages_held_out_by(init: str | Path) -> set[Path]:
         pairs = held_out_pairs(info, "val") + held_out_pairs(info, "sealed")
     except (ModelFileError, PairingError):  # an unreadable file is train's to report; absent data cannot leak
         return set()
-    return {Path(pair.dirty).resolve() for pair in pairs}
+    return {pair.dirty.resolve() for pair in pairs}
 
 
 def train_from_sources(sources: list[Source], out: str | Path, options: TrainOptions, *,
@@ -283,7 +283,7 @@ def train_from_sources(sources: list[Source], out: str | Path, options: TrainOpt
     for source in sources:
         pairs, pages, groups, split = _source_pages(source, options.val_fraction, options.sealed_fraction,
                                                     options.seed)
-        if leaked := [pairs[i].dirty for i in split.train if Path(pairs[i].dirty).resolve() in held_out]:
+        if leaked := [pairs[i].dirty for i in split.train if pairs[i].dirty.resolve() in held_out]:
             raise TrainingError(f"{source.dirty or source.clean}: {len(leaked)} of its training pages (such as "
                                 f"{leaked[0].name}) were held out by the run that made {init}: split as it did "
                                 "(the same --seed and held-out fractions) or train afresh")
