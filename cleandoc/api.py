@@ -59,7 +59,7 @@ class Cleaner:
         and the page is tried again, as long as nothing of it has been written yet."""
         tile = (self.tile, self.tile) if self.tile else plan_tile(
             self.model, self.device, page.shape, self.batch_size,
-            page.nbytes + (0 if out is page else page.size * np.dtype(out_dtype).itemsize))
+            page.nbytes + (0 if out is page else page.size * np.dtype(out_dtype).itemsize), self.dtype)
         batches_done = 0
 
         def after_batch(done: int, total: int) -> None:

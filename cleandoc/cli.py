@@ -330,6 +330,9 @@ def train(
     sealed_fraction: Annotated[float, _train_option("sealed_fraction", min=0.0, max=0.9)] =
         default(TrainOptions, "sealed_fraction"),
     init: Annotated[Optional[Path], typer.Option(help="Fine-tune this model instead of starting afresh.")] = None,
+    teacher: Annotated[Optional[Path], _train_option("teacher", show_default=False)] = None,
+    teacher_weight: Annotated[float, _train_option("teacher_weight", min=0.0, max=1.0)] = \
+        default(TrainOptions, "teacher_weight"),
     resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run that writes OUTPUT, with the "
                                                           "options stored in its checkpoint.")] = False,
     device: Annotated[str, typer.Option(help=help_text(RunOptions, "device"))] = "auto",
@@ -365,7 +368,8 @@ def train(
                            ink_bias=ink_bias, faint_ink_bias=faint_ink_bias, binary_style=binary_style,
                            patience=patience, seed=seed,
                            noise=list(noise or []), synthetic_fraction=synthetic_fraction, contractive=contractive,
-                           amp=amp, val_fraction=val_fraction, sealed_fraction=sealed_fraction)
+                           amp=amp, val_fraction=val_fraction, sealed_fraction=sealed_fraction,
+                           teacher=str(teacher) if teacher else None, teacher_weight=teacher_weight)
     progress = _progress(quiet)
     task = None
 
@@ -392,9 +396,10 @@ def train(
         elif kind == "epoch" and not quiet:
             val = "n/a" if event["val_rmse"] is None else f"{event['val_rmse']:.4f}"
             best = "" if event["best_rmse"] is None else f" (best {event['best_rmse']:.4f} @ {event['best_epoch']})"
+            by_source = "".join(f"\n    {name}: {value:.4f}" for name, value in event.get("val_by_source", {}).items())
             (progress.console if progress else err).print(
                 f"epoch {event['epoch']}/{event['epochs']}  loss {event['train_loss']:.5f}  val RMSE {val}{best}"
-                f"  {event['seconds']:.0f} s", markup=False, soft_wrap=True)
+                f"  {event['seconds']:.0f} s{by_source}", markup=False, soft_wrap=True)
 
     if progress:
         progress.start()

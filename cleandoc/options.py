@@ -76,6 +76,11 @@ class TrainOptions:
                                         "patches whose target is pure black and white (ink masks such as DIBCO's "
                                         "ground truth); the grey style learns from the rest. An --init model "
                                         "that has it keeps it.")
+    teacher: str | None = _option(None, "A model file whose cleaned page the network also learns to reproduce "
+                                        "(distillation): a smaller or faster network learns what a trained model "
+                                        "does on every patch, not only on the pages that have targets.")
+    teacher_weight: float = _option(0.5, "With --teacher: the share of the loss taken against the teacher's page "
+                                         "instead of the target (1: the teacher alone).")
     patience: int = _option(10, "Stop after this many epochs without a better validation RMSE; 0 never stops early.")
     seed: int = _option(0, "Makes a run repeatable on the same machine; also picks the page groups held out.")
     noise: list = _option([], "Corruption recipe for synthetic patches, steps NAME[:STRENGTH] applied in order.")

@@ -48,17 +48,28 @@ def checkpoint_path(out: Path) -> Path:
     return out.with_name(out.name.removesuffix(".safetensors") + ".ckpt.safetensors")
 
 
-def _loss(model: torch.nn.Module, dirty: torch.Tensor, clean: torch.Tensor, kind: str,
-          ink_weight: float = 1.0, binary: torch.Tensor | None = None) -> torch.Tensor:
-    """The reconstruction loss, each target ink pixel (darker than half) counting `ink_weight` times. `binary`: for
-    each patch, 1 when its page's target is an ink mask, which asks a model that has a binary style for it."""
-    logits = model.logits(dirty, binary if model.binary_style else None).float()
+def _errors(logits: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
+    """Each pixel's loss against a target in [0, 1]."""
     if kind == "bce":
-        errors = F.binary_cross_entropy_with_logits(logits, clean, reduction="none")
-    elif kind == "l1":
-        errors = (torch.sigmoid(logits) - clean).abs()
-    else:
-        errors = (torch.sigmoid(logits) - clean).square()
+        return F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    if kind == "l1":
+        return (torch.sigmoid(logits) - target).abs()
+    return (torch.sigmoid(logits) - target).square()
+
+
+def _loss(model: torch.nn.Module, dirty: torch.Tensor, clean: torch.Tensor, kind: str,
+          ink_weight: float = 1.0, binary: torch.Tensor | None = None, teacher: torch.nn.Module | None = None,
+          teacher_weight: float = 0.0) -> torch.Tensor:
+    """The reconstruction loss, each target ink pixel (darker than half) counting `ink_weight` times. `binary`: for
+    each patch, 1 when its page's target is an ink mask, which asks a model that has a binary style for it. With a
+    `teacher`, `teacher_weight` of each pixel's loss is against the teacher network's page (before its ink bias,
+    which the student's config carries too), in the same style."""
+    logits = model.logits(dirty, binary if model.binary_style else None).float()
+    errors = _errors(logits, clean, kind)
+    if teacher is not None:
+        with torch.no_grad():
+            taught = torch.sigmoid(teacher.logits(dirty, binary if teacher.binary_style else None).float())
+        errors = (1 - teacher_weight) * errors + teacher_weight * _errors(logits, taught, kind)
     if ink_weight == 1:
         return errors.mean()
     weights = torch.where(clean < 0.5, ink_weight, 1.0)
@@ -88,6 +99,19 @@ def _corruptor(noise: list[str], real_pages: list[tuple[np.ndarray, np.ndarray]]
         raise TrainingError(str(exc)) from None
 
 
+def _teacher(options: TrainOptions, model: torch.nn.Module, device: torch.device) -> torch.nn.Module | None:
+    """The --teacher network, frozen on the training device; it must have every style of output the student
+    learns."""
+    if not options.teacher:
+        return None
+    if not 0 < options.teacher_weight <= 1:
+        raise TrainingError(f"--teacher-weight must be above 0 and at most 1, got {options.teacher_weight:g}")
+    teacher = load_model(options.teacher, device)[0].eval().requires_grad_(False)
+    if model.binary_style and not teacher.binary_style:
+        raise TrainingError(f"{options.teacher}: the teacher has no binary style for the student's to learn from")
+    return teacher.to(memory_format=torch.channels_last)
+
+
 def diverged(history: list[dict]) -> bool:
     """True when the last epoch's training loss is over ten times the best earlier one: the run has blown up,
     e.g. into a saturated all-white output where the gradients vanish and it never recovers (seen on a GPU
@@ -106,17 +130,22 @@ def _learning_rate(options: TrainOptions, step: int, total: int) -> float:
 
 
 def train(train_sets: list[PageSet] | list[tuple[np.ndarray, np.ndarray]],
-          val_pages: list[tuple[np.ndarray, np.ndarray]], out: str | Path, options: TrainOptions, *,
+          val_pages: list[tuple[np.ndarray, np.ndarray]] | dict[str, list[tuple[np.ndarray, np.ndarray]]],
+          out: str | Path, options: TrainOptions, *,
           init: str | Path | None = None, resume: bool = False, device: str = "auto", provenance: dict | None = None,
           on_progress: Callable[[dict], None] | None = None, corruptor: Callable | None = None) -> dict:
     """Train and write the best model (by validation RMSE) to `out`; return the final training state.
 
     train_sets: one PageSet per source (or a plain list of (dirty, clean) pages: one source).
+    val_pages: (dirty, clean) pages, or such lists by the name of their source, whose RMSE each epoch also records
+    (`val_by_source`): the pooled figure alone hides how the smaller sources fare.
     on_progress receives {"event": "step", ...} after each step and {"event": "epoch", ...} after each epoch.
     corruptor: the corruption process of the noise recipe, when the caller has already built it (`_corruptor`).
     """
     if train_sets and not isinstance(train_sets[0], PageSet):
         train_sets = [PageSet(list(train_sets))]
+    val_sets = val_pages if isinstance(val_pages, dict) else {"validation": list(val_pages)}
+    val_sets = {name: pages for name, pages in val_sets.items() if pages}
     out = Path(out)
     ckpt = checkpoint_path(out)
     dev = pick_device(device)
@@ -146,15 +175,22 @@ def train(train_sets: list[PageSet] | list[tuple[np.ndarray, np.ndarray]],
         optimizer_state = None
     model = model.to(dev, memory_format=torch.channels_last).train()
     base_info = {"trained_by": f"cleandoc {__version__}", "parameters": count_parameters(model),
-                 "train_pages": sum(len(page_set.pages) for page_set in train_sets), "val_pages": len(val_pages),
+                 "train_pages": sum(len(page_set.pages) for page_set in train_sets), "val_pages": sum(map(len, val_sets.values())),
                  **(provenance or {})}
     if init and not resume:
         state.setdefault("init", str(init))
     if state.get("init"):
         base_info["initialised_from"] = state["init"]
 
-    def validate() -> float | None:
-        return pooled_rmse(Cleaner(model, device=dev), val_pages) if val_pages else None
+    def validate() -> tuple[float | None, dict[str, float]]:
+        """The pooled validation RMSE (what picks the best epoch) and each source's."""
+        cleaner = Cleaner(model, device=dev)
+        by_source = {name: pooled_rmse(cleaner, pages) for name, pages in val_sets.items()}
+        if not by_source:
+            return None, by_source
+        pixels = {name: sum(clean.size for _, clean in pages) for name, pages in val_sets.items()}
+        pooled = math.sqrt(sum(by_source[name] ** 2 * pixels[name] for name in by_source) / sum(pixels.values()))
+        return pooled, by_source
 
     def record(epoch: int, val_rmse: float | None) -> dict:
         """What the model file says of the run so far."""
@@ -162,10 +198,11 @@ def train(train_sets: list[PageSet] | list[tuple[np.ndarray, np.ndarray]],
                 "best_epoch": state["best_epoch"], "history": state["history"]}
 
     if options.epochs == 0:  # no training: the starting model as it is, with this run's settings, validated
-        val_rmse = validate()
+        val_rmse = validate()[0]
         state.update(best_rmse=val_rmse, best_epoch=0)
         save_model(model, out, record(0, val_rmse))
         return state
+    teacher = _teacher(options, model, dev)
     optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=options.weight_decay)
     if optimizer_state:
         optimizer.load_state_dict(optimizer_state)
@@ -195,7 +232,8 @@ def train(train_sets: list[PageSet] | list[tuple[np.ndarray, np.ndarray]],
             for group in optimizer.param_groups:
                 group["lr"] = _learning_rate(options, state["step"], total_steps)
             with precision():
-                loss = _loss(model, dirty, clean, options.loss, options.ink_weight, binary)
+                loss = _loss(model, dirty, clean, options.loss, options.ink_weight, binary, teacher,
+                             options.teacher_weight)
                 if options.contractive:
                     loss = loss + options.contractive * contractive_penalty(model, dirty)
             if not torch.isfinite(loss):
@@ -210,12 +248,13 @@ def train(train_sets: list[PageSet] | list[tuple[np.ndarray, np.ndarray]],
             if on_progress:
                 on_progress({"event": "step", "epoch": epoch, "epochs": options.epochs, "step": step + 1,
                              "steps": steps_per_epoch, "loss": losses[-1]})
-        val_rmse = validate()
+        val_rmse, val_by_source = validate()
         improved = val_rmse is None or state["best_rmse"] is None or val_rmse < state["best_rmse"]
         if improved:
             state["best_rmse"], state["best_epoch"] = val_rmse, epoch
         state["epoch"] = epoch
         state["history"].append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_rmse": val_rmse,
+                                 **({"val_by_source": val_by_source} if len(val_by_source) > 1 else {}),
                                  "seconds": round(time.perf_counter() - started, 2)})
         info = record(epoch, val_rmse)
         if improved:
@@ -276,39 +315,44 @@ def train_from_sources(sources: list[Source], out: str | Path, options: TrainOpt
         raise TrainingError("no training sources: give --pairs DIRTY:CLEAN or --pages CLEAN")
     if not options.noise and any(source.dirty is None for source in sources):
         options = replace(options, noise=["random"])
-    train_sets, val_pages, recorded = [], [], []
-    synthetic_val: list[np.ndarray] = []
+    train_sets, recorded = [], []
+    val_pages: dict[str, list] = {}  # by source, named as given
+    synthetic_val: list[tuple[str, np.ndarray]] = []
     init = train_kwargs.get("init")
-    held_out = _pages_held_out_by(init) if init and not train_kwargs.get("resume") else set()
+    held_out = set() if train_kwargs.get("resume") else {
+        page for model in (init, options.teacher) if model for page in _pages_held_out_by(model)}
     for source in sources:
         pairs, pages, groups, split = _source_pages(source, options.val_fraction, options.sealed_fraction,
                                                     options.seed)
         if leaked := [pairs[i].dirty for i in split.train if pairs[i].dirty.resolve() in held_out]:
             raise TrainingError(f"{source.dirty or source.clean}: {len(leaked)} of its training pages (such as "
-                                f"{leaked[0].name}) were held out by the run that made {init}: split as it did "
+                                f"{leaked[0].name}) were held out by the run that made "
+                                f"{' or '.join(str(m) for m in (init, options.teacher) if m)}: split as it did "
                                 "(the same --seed and held-out fractions) or train afresh")
         train_sets.append(PageSet([pages[i] for i in split.train], source.weight, source.dirty is None))
+        name = str(source.dirty or source.clean)
         if source.dirty is None:
-            synthetic_val += [pages[i][1] for i in split.val]
+            synthetic_val += [(name, pages[i][1]) for i in split.val]
         else:
-            val_pages += [pages[i] for i in split.val]
+            val_pages.setdefault(name, []).extend(pages[i] for i in split.val)
         recorded.append({**source.describe(), "pages": len(pages), "page_groups": len(set(groups)),
                          "train_pages": len(split.train), "val_pages": len(split.val),
                          "sealed_pages": len(split.sealed)})
     corrupt = None
     if synthetic_val:  # built once, and handed to `train` for the training patches too
         corrupt = _corruptor(options.noise, [p for s in train_sets if not s.synthetic_only for p in s.pages])
-        val_pages += [(to_uint8(corrupt(to_unit_float(clean), np.random.default_rng([options.seed, 7, i]))),
-                       clean) for i, clean in enumerate(synthetic_val)]
+        for i, (name, clean) in enumerate(synthetic_val):
+            dirty = to_uint8(corrupt(to_unit_float(clean), np.random.default_rng([options.seed, 7, i])))
+            val_pages.setdefault(name, []).append((dirty, clean))
     for source in val_sources:
         pages = _read_source(source)[1]
-        val_pages += pages
+        val_pages.setdefault(str(source.dirty), []).extend(pages)
         recorded.append({**source.describe(), "pages": len(pages), "use": "validation"})
     data = {"sources": recorded, "seed": options.seed, "val_fraction": options.val_fraction,
             "sealed_fraction": options.sealed_fraction}
     if on_progress:
         on_progress({"event": "data", "train_pages": sum(len(s.pages) for s in train_sets),
-                     "val_pages": len(val_pages), "sources": recorded})
+                     "val_pages": sum(map(len, val_pages.values())), "sources": recorded})
     provenance = {"data": data, **(train_kwargs.pop("provenance", None) or {})}
     return train(train_sets, val_pages, out, options, provenance=provenance, on_progress=on_progress,
                  corruptor=corrupt, **train_kwargs)

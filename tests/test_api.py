@@ -94,11 +94,13 @@ def test_clean_file_writes_and_names_a_bad_file(cleaner, tmp_path):
 def test_run_counts_the_page_and_its_output_against_the_budget(monkeypatch):
     model = build_model({"arch": "unet", "widths": [8, 16]}).eval()
     seen = []
-    monkeypatch.setattr(api, "plan_tile", lambda *args: seen.append(args[-1]) or (64, 64))
+    monkeypatch.setattr(api, "plan_tile", lambda *args: seen.append(args[-2:]) or (64, 64))
     for dtype, in_place, per_pixel in ((np.uint8, True, 1), (np.uint8, False, 2), (np.float32, False, 5)):
         page = np.zeros((40, 56), dtype)
         Cleaner(model).run(page, out=page if in_place else None)
-        assert seen[-1] == 40 * 56 * per_pixel
+        assert seen[-1] == (40 * 56 * per_pixel, None)
+    Cleaner(model, dtype=torch.bfloat16).run(np.zeros((40, 56), np.uint8))
+    assert seen[-1] == (40 * 56 * 2, torch.bfloat16)  # the precision it runs in sizes the windows too
 
 
 def test_freed_memory_is_returned_after_every_batch_on_a_cpu(monkeypatch):

@@ -255,6 +255,20 @@ def test_plan_tile_for_an_a4_page_with_the_shipped_models(name, page_bytes):
         assert computed_pixels(model, a4, tile) < computed_pixels(model, a4, least)
 
 
+@pytest.mark.parametrize("name", SHIPPED_MODELS)
+def test_half_precision_runs_an_a4_page_in_fewer_windows_than_float32(name):
+    """bf16 activations take HALF_PRECISION_SHARE of the memory, so the same budget holds larger windows: an 8-bit
+    A4 page runs whole, with no halo recomputed, where float32 needs several windows."""
+    a4, model = (3508, 2480), load_model(name)[0]
+    page_bytes = 2 * a4[0] * a4[1]
+    assert tiling.activation_bytes(model, 100, torch.bfloat16) == pytest.approx(
+        tiling.HALF_PRECISION_SHARE * tiling.activation_bytes(model, 100))
+    half = tiling.plan_tile(model, CPU, a4, 1, page_bytes, torch.bfloat16)
+    single = tiling.plan_tile(model, CPU, a4, 1, page_bytes)
+    assert half == (3520, 2496) and computed_pixels(model, a4, single) > computed_pixels(model, a4, half)
+    assert tiling.activation_bytes(model, 3520 * 2496, torch.bfloat16) <= tiling.activation_budget(CPU, page_bytes)
+
+
 def gpu_with(monkeypatch, gigabytes: float) -> torch.device:
     """A CUDA device of this much memory, as far as the tiler can tell (no GPU needed)."""
     monkeypatch.setattr(torch.cuda, "get_device_properties",

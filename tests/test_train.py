@@ -345,11 +345,33 @@ def test_several_sources_are_drawn_by_weight_and_split_each_by_group(tmp_path):
     assert [(s["train_pages"], s["val_pages"], s["sealed_pages"]) for s in recorded] == [(8, 2, 2), (10, 0, 0)]
     data = load_model(out)[1].provenance["data"]
     assert data["sources"] == recorded and data["seed"] == 0
+    # each source's validation RMSE is recorded beside the pooled one (the second source holds none out)
+    epoch = next(e for e in events if e["event"] == "epoch")
+    assert list(epoch.get("val_by_source", {})) == []  # one validation source: the pooled figure says it all
     # the sampler draws sources in proportion to their weights
     small = np.zeros((40, 40), np.uint8)
     sampler = PatchSampler([PageSet([(small, small)], weight=3.0), PageSet([(small + 255, small + 255)])], 16)
     inputs, _, _ = sampler.batch(400, np.random.default_rng(0))
     assert 0.2 < inputs.mean() < 0.3  # a quarter of the patches from the white source
+
+
+def test_each_validation_source_is_scored_and_pooled_by_its_pixels(tmp_path):
+    first, second = make_pair_set(tmp_path / "a", seed=0), make_pair_set(tmp_path / "b", pages=2, seed=5)
+    out = tmp_path / "m.safetensors"
+    state = train_from_sources([Source(clean=first[1], dirty=first[0])], out, tiny_options(epochs=1),
+                               val_sources=[Source(clean=second[1], dirty=second[0])], device="cpu")
+    entry = state["history"][0]
+    model = Cleaner(load_model(out)[0])
+    pages = load_pairs(find_pairs(*first))
+    held_out = [pages[i] for i in split_by_group(page_groups([c for _, c in pages]), 0.2, 0).val]
+    expected = {str(first[0]): pooled_rmse(model, held_out),
+                str(second[0]): pooled_rmse(model, load_pairs(find_pairs(*second)))}
+    assert entry["val_by_source"] == pytest.approx(expected, abs=1e-6)
+    assert entry["val_rmse"] == pytest.approx(pooled_rmse(model, held_out + load_pairs(find_pairs(*second))), abs=1e-6)
+    assert min(expected.values()) < entry["val_rmse"] < max(expected.values())
+    result = train_cli(*first, tmp_path / "cli.safetensors", "--val-pairs", f"{second[0]}:{second[1]}", "--epochs",
+                       "1", "--val-fraction", "0.2")
+    assert result.exit_code == 0 and f"{second[0]}: " in result.stderr, result.output
 
 
 def test_resuming_a_finished_run_does_not_restart_it(pair_set, tmp_path):
@@ -691,6 +713,53 @@ def test_ink_weight_counts_the_targets_ink_pixels_more():
 
     assert float(_loss(InkWrong(), clean, clean, "mse")) == pytest.approx(0.25 * 64 / 144)
     assert float(_loss(InkWrong(), clean, clean, "mse", 4)) == pytest.approx(0.25 * 4 * 64 / (4 * 64 + 80))
+
+
+def test_the_loss_takes_the_teachers_share_against_the_teachers_page():
+    clean = torch.ones(1, 1, 8, 8)
+    clean[..., 2:6, 2:6] = 0.0
+
+    class Fixed(torch.nn.Module):
+        binary_style = False
+
+        def __init__(self, logit: float):
+            super().__init__()
+            self.logit = logit
+
+        def logits(self, x, binary=None):
+            return torch.full_like(x, self.logit)
+
+    student, grey_teacher = Fixed(0.0), Fixed(0.0)  # both say 0.5 everywhere
+    to_target = float(_loss(student, clean, clean, "mse"))
+    assert to_target == pytest.approx(0.25)
+    assert float(_loss(student, clean, clean, "mse", teacher=grey_teacher, teacher_weight=1.0)) == pytest.approx(0)
+    assert float(_loss(student, clean, clean, "mse", teacher=grey_teacher, teacher_weight=0.4)) == \
+        pytest.approx(0.6 * to_target)
+
+
+def test_a_student_learns_the_teachers_page_and_records_its_teacher(pair_set, trained, tmp_path):
+    """A student taught by the trained model alone (a lower learning rate would not get there in an epoch or two)
+    comes closer to the teacher's cleaned pages than to anything else; a teacher that lacks the student's binary
+    style, or whose held-out pages would be trained on, is refused with one line."""
+    out = tmp_path / "student.safetensors"
+    student_options = tiny_options(epochs=4, teacher=str(trained["out"]), teacher_weight=1.0)
+    from_folders(*pair_set, out, student_options, device="cpu")
+    student, about = load_model(out)
+    teacher = load_model(trained["out"])[0]
+    assert about.provenance["options"]["teacher"] == str(trained["out"])
+    pages = val_pages(pair_set)
+    taught = [(dirty, Cleaner(teacher).clean(dirty)) for dirty, _ in pages]
+    fresh = build_model(TINY)
+    assert pooled_rmse(Cleaner(student), taught) < 0.5 * pooled_rmse(Cleaner(fresh), taught)
+    no_style = train_cli(*pair_set, tmp_path / "s2.safetensors", "--teacher", trained["out"], "--binary-style",
+                         "--epochs", "1")
+    assert no_style.exit_code == 2 and "nobinarystyle" in squeeze(no_style.stderr), no_style.output
+    groups = page_groups([clean for _, clean in load_pairs(find_pairs(*pair_set))])
+    seed = next(s for s in range(1, 100) if set(split_by_group(groups, 0.2, 0).val) & set(
+        split_by_group(groups, 0.2, s).train))
+    leak = train_cli(*pair_set, tmp_path / "s3.safetensors", "--teacher", trained["out"], "--seed", str(seed),
+                     "--epochs", "1")
+    assert leak.exit_code == 2 and "heldoutbytherunthatmade" in squeeze(leak.stderr), leak.output
 
 
 def test_ink_bias_is_set_on_the_trained_model_and_kept_from_init(pair_set, tmp_path):
