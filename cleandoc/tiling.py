@@ -77,8 +77,9 @@ def activation_budget(device: torch.device, page_bytes: int) -> int:
 def plan_tile(model: torch.nn.Module, device: torch.device, page_shape: tuple[int, int], batch_size: int,
               page_bytes: int, dtype: torch.dtype | None = None) -> tuple[int, int]:
     """The core size (rows, columns) of the tiles to run a page with, for a page whose samples and output take
-    `page_bytes`, on a model run in float32 or autocast to `dtype` (half precision fits larger windows). The whole page when its activations fit the `activation_budget` (no halo recomputed at
-    all); else, of the grids of equal cores whose windows fit the budget `batch_size` at a time, the one that
+    `page_bytes`, on a model run in float32 or autocast to `dtype` (half precision fits larger windows). The
+    whole page when its activations fit the `activation_budget` (no halo recomputed at all); else, of the grids
+    of equal cores whose windows fit the budget `batch_size` at a time, the one that
     computes the fewest pixels, halo included (fewer than squares of the same budget compute). Grids whose
     biggest fitting cores are below the device's least tile are passed over (the page's own size where it is
     smaller), and if all are, that least tile is used as a square."""

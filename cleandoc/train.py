@@ -175,8 +175,8 @@ def train(train_sets: list[PageSet] | list[tuple[np.ndarray, np.ndarray]],
         optimizer_state = None
     model = model.to(dev, memory_format=torch.channels_last).train()
     base_info = {"trained_by": f"cleandoc {__version__}", "parameters": count_parameters(model),
-                 "train_pages": sum(len(page_set.pages) for page_set in train_sets), "val_pages": sum(map(len, val_sets.values())),
-                 **(provenance or {})}
+                 "train_pages": sum(len(page_set.pages) for page_set in train_sets),
+                 "val_pages": sum(map(len, val_sets.values())), **(provenance or {})}
     if init and not resume:
         state.setdefault("init", str(init))
     if state.get("init"):
