@@ -336,6 +336,10 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run that writes OUTPUT, with the "
                                                           "options stored in its checkpoint.")] = False,
     device: Annotated[str, typer.Option(help=help_text(RunOptions, "device"))] = "auto",
+    workers: Annotated[Optional[int], typer.Option(
+        min=0, help="Processes cutting and corrupting training patches beside the model (default: none on a CPU, "
+                    "whose cores the model uses; one per core but one, up to 8, beside a GPU).",
+        show_default=False)] = None,
     amp: Annotated[bool, _train_option("amp")] = default(TrainOptions, "amp"),
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors and the result.")] = False,
 ) -> None:
@@ -405,7 +409,7 @@ def train(
         progress.start()
     try:
         state = train_from_sources(sources, out, options, val_sources=val_sources, init=init, resume=resume,
-                                   device=device, provenance={"command": " ".join(["cleandoc", *sys.argv[1:]])},
+                                   device=device, workers=workers, provenance={"command": " ".join(["cleandoc", *sys.argv[1:]])},
                                    on_progress=on_progress)
     except (PairingError, TrainingError, ModelFileError, ValueError) as exc:
         raise _fail(str(exc)) from None

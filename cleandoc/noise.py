@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -340,21 +341,28 @@ class NoiseBank:
         return _finish(clean * (layer[y:y + h, x:x + w].astype(np.float32) / np.float32(255)))
 
 
-def make_corruptor(recipe: list[tuple[str, float]], bank: NoiseBank | None = None
-                   ) -> Callable[[np.ndarray, np.random.Generator], np.ndarray]:
-    """A function (clean page, rng) -> dirty page for a parsed recipe, special steps included."""
-    if any(name == "transfer" for name, _ in recipe) and bank is None:
-        raise ValueError("the 'transfer' step needs real (dirty, clean) pairs to take noise layers from")
+@dataclass(frozen=True)
+class Corruptor:
+    """A parsed recipe as a function (clean page, rng) -> dirty page, special steps included. A class, not a
+    closure, so that it travels to the processes that cut training patches."""
 
-    def corruptor(page: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    recipe: list[tuple[str, float]]
+    bank: NoiseBank | None = None
+
+    def __call__(self, page: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         out = np.array(page, dtype=np.float32)
-        for name, strength in recipe:
+        for name, strength in self.recipe:
             if name == "random":
                 out = corrupt(out, random_recipe(rng, strength), rng)
             elif name == "transfer":
-                out = _finish(out - strength * (out - bank.apply(out, rng)))
+                out = _finish(out - strength * (out - self.bank.apply(out, rng)))
             else:
                 out = CORRUPTIONS[name](out, strength, rng)
         return out
 
-    return corruptor
+
+def make_corruptor(recipe: list[tuple[str, float]], bank: NoiseBank | None = None) -> Corruptor:
+    """The corruption process of a parsed recipe."""
+    if any(name == "transfer" for name, _ in recipe) and bank is None:
+        raise ValueError("the 'transfer' step needs real (dirty, clean) pairs to take noise layers from")
+    return Corruptor(recipe, bank)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import math
+import multiprocessing
 import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from torch.nn import functional as F
@@ -35,7 +37,7 @@ from .imageio import to_uint8, to_unit_float
 from .models import build_model, count_parameters, set_ink_bias
 from .noise import NoiseBank, make_corruptor, parse_recipe
 from .options import LOSSES, TrainOptions
-from .runtime import cpu_has_native_bf16, pick_device
+from .runtime import cpu_has_native_bf16, pick_device, usable_cores
 from .store import ModelFileError, load_checkpoint, load_model, save_checkpoint, save_model
 
 
@@ -112,6 +114,34 @@ def _teacher(options: TrainOptions, model: torch.nn.Module, device: torch.device
     return teacher.to(memory_format=torch.channels_last)
 
 
+class _Batches(torch.utils.data.Dataset):
+    """The run's batches by step number, each drawn from its own random stream: the same patches whether one
+    process or several draw them."""
+
+    def __init__(self, sampler: PatchSampler, batch_size: int, seed: int, steps_per_epoch: int):
+        self.sampler, self.batch_size, self.seed, self.steps_per_epoch = sampler, batch_size, seed, steps_per_epoch
+
+    def __getitem__(self, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        epoch, within = divmod(step, self.steps_per_epoch)
+        return self.sampler.batch(self.batch_size, np.random.default_rng([self.seed, epoch + 1, within]))
+
+
+def _one_thread(_worker: int) -> None:
+    """A patch worker runs one OpenCV thread: the workers are the parallelism."""
+    cv2.setNumThreads(1)
+
+
+# Patch workers start from a fresh process, not a fork of this one: a fork inherits OpenCV's and torch's thread
+# pools in whatever state their threads were, and can hang on their locks.
+_WORKER_START = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+
+
+def default_loader_workers(device: torch.device) -> int:
+    """Processes that cut and corrupt patches while the model trains. On a CPU none: the model needs every core.
+    Beside a GPU one per core but one, up to 8: a step there takes less time than cutting its batch on one core."""
+    return 0 if device.type == "cpu" else max(0, min(8, usable_cores() - 1))
+
+
 def diverged(history: list[dict]) -> bool:
     """True when the last epoch's training loss is over ten times the best earlier one: the run has blown up,
     e.g. into a saturated all-white output where the gradients vanish and it never recovers (seen on a GPU
@@ -133,7 +163,8 @@ def train(train_sets: list[PageSet] | list[tuple[np.ndarray, np.ndarray]],
           val_pages: list[tuple[np.ndarray, np.ndarray]] | dict[str, list[tuple[np.ndarray, np.ndarray]]],
           out: str | Path, options: TrainOptions, *,
           init: str | Path | None = None, resume: bool = False, device: str = "auto", provenance: dict | None = None,
-          on_progress: Callable[[dict], None] | None = None, corruptor: Callable | None = None) -> dict:
+          on_progress: Callable[[dict], None] | None = None, corruptor: Callable | None = None,
+          workers: int | None = None) -> dict:
     """Train and write the best model (by validation RMSE) to `out`; return the final training state.
 
     train_sets: one PageSet per source (or a plain list of (dirty, clean) pages: one source).
@@ -141,6 +172,8 @@ def train(train_sets: list[PageSet] | list[tuple[np.ndarray, np.ndarray]],
     (`val_by_source`): the pooled figure alone hides how the smaller sources fare.
     on_progress receives {"event": "step", ...} after each step and {"event": "epoch", ...} after each epoch.
     corruptor: the corruption process of the noise recipe, when the caller has already built it (`_corruptor`).
+    workers: processes cutting patches beside the model (default: `default_loader_workers`); the patches drawn do
+    not depend on it.
     """
     if train_sets and not isinstance(train_sets[0], PageSet):
         train_sets = [PageSet(list(train_sets))]
@@ -220,15 +253,21 @@ def train(train_sets: list[PageSet] | list[tuple[np.ndarray, np.ndarray]],
     precision = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if amp else contextlib.nullcontext
     torch.backends.cudnn.benchmark = dev.type == "cuda"  # patches have one fixed shape: let cuDNN pick its kernels
 
+    workers = default_loader_workers(dev) if workers is None else workers
+    loader = torch.utils.data.DataLoader(
+        _Batches(sampler, options.batch_size, options.seed, steps_per_epoch), batch_size=None,
+        sampler=range(state["step"], total_steps), num_workers=workers, pin_memory=dev.type == "cuda",
+        worker_init_fn=_one_thread if workers else None, prefetch_factor=4 if workers else None,
+        multiprocessing_context=_WORKER_START if workers else None)
+    batches = iter(loader)
     while state["epoch"] < options.epochs and not state.get("stopped_early"):
         epoch = state["epoch"] + 1
         started = time.perf_counter()
-        rng = np.random.default_rng([options.seed, epoch])
         torch.manual_seed(options.seed * 100_003 + epoch)
         model.train()
         losses = []
         for step in range(steps_per_epoch):
-            dirty, clean, binary = (torch.from_numpy(a).to(dev) for a in sampler.batch(options.batch_size, rng))
+            dirty, clean, binary = (a.to(dev, non_blocking=True) for a in next(batches))
             for group in optimizer.param_groups:
                 group["lr"] = _learning_rate(options, state["step"], total_steps)
             with precision():

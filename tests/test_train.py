@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import pickle
 from pathlib import Path
 
 import cv2
@@ -26,6 +27,7 @@ from cleandoc.data import (
 )
 from cleandoc.evaluate import pooled_rmse
 from cleandoc.models import build_model
+from cleandoc.noise import make_corruptor, parse_recipe
 from cleandoc.store import load_checkpoint, load_model
 from cleandoc.train import (
     TrainingError,
@@ -416,6 +418,25 @@ def test_resume_after_an_interrupt_matches_an_uninterrupted_run(pair_set, traine
     assert_same_weights(load_checkpoint(checkpoint_path(out))[0].state_dict(),
                         load_checkpoint(checkpoint_path(trained["out"]))[0].state_dict())
     assert_same_weights(weights(out), weights(trained["out"]))
+
+
+def test_patch_workers_draw_the_same_patches_as_the_training_process(pair_set, tmp_path):
+    out = tmp_path / "m.safetensors"
+    options = tiny_options(noise=["random"], synthetic_fraction=0.5)
+    cv2.GaussianBlur(np.zeros((1024, 1024), np.float32), (31, 31), 5)  # OpenCV's thread pool is running, as in a run
+    alone = from_folders(*pair_set, tmp_path / "alone.safetensors", options, device="cpu", workers=0)
+    helped = from_folders(*pair_set, out, options, device="cpu", workers=2)
+
+    for got, want in zip(helped["history"], alone["history"], strict=True):
+        assert got["train_loss"] == pytest.approx(want["train_loss"], abs=1e-6)
+    assert_same_weights(weights(out), weights(tmp_path / "alone.safetensors"))
+
+
+def test_a_noise_recipe_travels_to_another_process_intact():
+    corruptor = make_corruptor(parse_recipe(["random", "faint:0.5"]))
+    page = clean_pages(1)[0].astype(np.float32) / 255
+    copy = pickle.loads(pickle.dumps(corruptor))  # what a spawned patch worker receives
+    assert np.array_equal(copy(page, np.random.default_rng(3)), corruptor(page, np.random.default_rng(3)))
 
 
 def test_resume_without_a_checkpoint_is_a_training_error(pair_set, tmp_path):
