@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import platform
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -75,13 +72,3 @@ def test_threads_are_set_when_asked_and_refused_below_one(monkeypatch):
     assert calls == [3]
     with pytest.raises(ValueError, match="at least 1"):
         runtime.set_threads(0)
-
-
-@pytest.mark.parametrize("preset, expected", [(None, "1"), ("0", "0")])
-def test_importing_cleandoc_asks_torch_for_huge_pages_unless_told_otherwise(preset, expected):
-    env = {key: value for key, value in os.environ.items() if key != "THP_MEM_ALLOC_ENABLE"}
-    if preset is not None:
-        env["THP_MEM_ALLOC_ENABLE"] = preset
-    code = "import os, cleandoc; print(os.environ['THP_MEM_ALLOC_ENABLE'])"
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == expected
